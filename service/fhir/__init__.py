@@ -1,0 +1,1 @@
+"""The FHIR R4 REST API: thin routes over plain use-case functions."""

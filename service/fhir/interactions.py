@@ -1,0 +1,211 @@
+"""FHIR instance and type interactions as plain functions over a connection.
+
+Each function implements one section of https://hl7.org/fhir/R4/http.html and
+knows nothing of FastAPI: the route parses HTTP, opens the transaction and
+calls in. Reads serve the stored bytes without parsing them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhir_profiles.structure import is_fhir_type, validate_structure
+from service.errors import BadRequest, Gone, NotFound, PreconditionFailed
+from service.fhir.http import fhir_instant
+from storage import resources as repo
+from storage.search.criteria import parse_query
+from storage.search.parameters import SUPPORTED_TYPES
+from storage.search.query import search_page
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Written:
+    """The outcome of a write: what the response's headers and body need."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: int
+    content: bytes
+    created: bool
+
+    @property
+    def location(self) -> str:
+        return f"{self.resource_type}/{self.resource_id}/_history/{self.version_id}"
+
+
+def check_type(resource_type: str) -> None:
+    """404 for a type Carnet does not serve (an unknown one, or one it does not store)."""
+    if resource_type not in SUPPORTED_TYPES:
+        if is_fhir_type(resource_type):
+            raise NotFound(f"resource type {resource_type} is not supported by this server")
+        raise NotFound(f"unknown resource type {resource_type!r}")
+
+
+def check_id(resource_id: str) -> None:
+    if not ID_PATTERN.match(resource_id):
+        raise BadRequest(f"{resource_id!r} is not a valid FHIR id "
+                         "(1-64 characters: letters, digits, '-' and '.')")
+
+
+def validate(resource: dict[str, Any], resource_type: str | None = None) -> dict[str, Any]:
+    """Base FHIR validation; ``resource_type`` is the type the URL names, if any."""
+    given = resource.get("resourceType")
+    if resource_type is not None and given != resource_type:
+        raise BadRequest(f"resourceType {given!r} does not match the URL's {resource_type}",
+                         expression="resourceType")
+    validated = validate_structure(resource)
+    check_type(validated["resourceType"])
+    return validated
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1_000
+
+
+def _stamp(resource: dict[str, Any], resource_id: str, version_id: int,
+           last_updated: int) -> tuple[dict[str, Any], bytes]:
+    """Set id and meta.versionId/lastUpdated; keep everything else in canonical order."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    stamped: dict[str, Any] = {"resourceType": resource["resourceType"], "id": resource_id,
+                               "meta": {"versionId": str(version_id),
+                                        "lastUpdated": fhir_instant(last_updated), **meta}}
+    stamped.update((k, v) for k, v in resource.items()
+                   if k not in ("resourceType", "id", "meta"))
+    return stamped, orjson.dumps(stamped)
+
+
+async def read(conn: AsyncConnection, resource_type: str,
+               resource_id: str) -> tuple[bytes, int, int]:
+    """https://hl7.org/fhir/R4/http.html#read — bytes, version, lastUpdated."""
+    row = await repo.current_content(conn, resource_type, resource_id)
+    if row is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    content, version_id, last_updated, deleted = row
+    if deleted or content is None:
+        raise Gone(f"{resource_type}/{resource_id} was deleted",
+                   headers={"ETag": f'W/"{version_id}"'})
+    return content, version_id, last_updated
+
+
+async def vread(conn: AsyncConnection, resource_type: str, resource_id: str,
+                version_id: int) -> tuple[bytes, int]:
+    """https://hl7.org/fhir/R4/http.html#vread"""
+    entry = await repo.specific_version(conn, resource_type, resource_id, version_id)
+    if entry is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+    if entry.content is None:
+        raise Gone(f"version {version_id} of {resource_type}/{resource_id} is a deletion")
+    return entry.content, entry.last_updated
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def create(conn: AsyncConnection, resource: dict[str, Any], *,
+                 resource_id: str | None = None, method: str = "POST") -> Written:
+    """https://hl7.org/fhir/R4/http.html#create — the server assigns the id.
+
+    ``resource_id`` is given for update-as-create (PUT) and for transaction
+    entries whose id was assigned while resolving ``urn:uuid:`` references.
+    """
+    assigned = resource_id or new_id()
+    last_updated = now_micros()
+    stamped, content = _stamp(resource, assigned, 1, last_updated)
+    await repo.insert_resource(conn, stamped, content, last_updated=last_updated, method=method)
+    return Written(stamped["resourceType"], assigned, 1, last_updated, content, created=True)
+
+
+async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
+                 resource: dict[str, Any], *, if_match: int | None = None,
+                 method: str = "PUT") -> Written:
+    """https://hl7.org/fhir/R4/http.html#update — update-as-create is allowed."""
+    if resource.get("id") != resource_id:
+        raise BadRequest(f"the resource's id {resource.get('id')!r} must equal the URL's "
+                         f"{resource_id!r}", expression=f"{resource_type}.id")
+    existing = await repo.current_version(conn, resource_type, resource_id, for_update=True)
+    if if_match is not None and (existing is None or existing.version_id != if_match):
+        current = "does not exist" if existing is None else f"is at version {existing.version_id}"
+        raise PreconditionFailed(f"If-Match asked for version {if_match} but "
+                                 f"{resource_type}/{resource_id} {current}")
+    if existing is None:
+        return await create(conn, resource, resource_id=resource_id, method=method)
+    version_id = existing.version_id + 1
+    last_updated = now_micros()
+    stamped, content = _stamp(resource, resource_id, version_id, last_updated)
+    await repo.replace_resource(conn, existing, stamped, content, version_id=version_id,
+                                last_updated=last_updated, method=method)
+    return Written(resource_type, resource_id, version_id, last_updated, content,
+                   created=existing.deleted)
+
+
+async def delete(conn: AsyncConnection, resource_type: str, resource_id: str, *,
+                 if_match: int | None = None) -> int | None:
+    """https://hl7.org/fhir/R4/http.html#delete — logical; returns the deletion's version."""
+    existing = await repo.current_version(conn, resource_type, resource_id, for_update=True)
+    if existing is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if if_match is not None and existing.version_id != if_match:
+        raise PreconditionFailed(f"If-Match asked for version {if_match} but "
+                                 f"{resource_type}/{resource_id} is at {existing.version_id}")
+    if existing.deleted:
+        return None
+    return await repo.mark_deleted(conn, existing, last_updated=now_micros())
+
+
+async def matching_ids(conn: AsyncConnection, resource_type: str, query_string: str,
+                       *, limit: int = 2) -> list[str]:
+    """Ids matching a conditional-operation query (unknown parameters are an error)."""
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    if not pairs:
+        raise BadRequest("a conditional operation needs search criteria")
+    query = parse_query(resource_type, pairs, default_count=limit, max_count=limit)
+    if query.unknown:
+        raise BadRequest(f"unknown search parameter(s) {', '.join(query.unknown)} in "
+                         "conditional operation")
+    await repo.lock_key(conn, f"{resource_type}?{query_string}")
+    page = await search_page(conn, query)
+    return [m.resource_id for m in page.matches]
+
+
+async def conditional_create(conn: AsyncConnection, resource: dict[str, Any],
+                             if_none_exist: str) -> Written:
+    """https://hl7.org/fhir/R4/http.html#ccreate — 200 with the match, or 201, or 412."""
+    rtype = resource["resourceType"]
+    ids = await matching_ids(conn, rtype, if_none_exist)
+    if len(ids) > 1:
+        raise PreconditionFailed(f"If-None-Exist {if_none_exist!r} matches several {rtype}s")
+    if ids:
+        content, version_id, last_updated = await read(conn, rtype, ids[0])
+        return Written(rtype, ids[0], version_id, last_updated, content, created=False)
+    return await create(conn, resource)
+
+
+async def conditional_update(conn: AsyncConnection, resource_type: str, query_string: str,
+                             resource: dict[str, Any]) -> Written:
+    """https://hl7.org/fhir/R4/http.html#cond-update"""
+    ids = await matching_ids(conn, resource_type, query_string)
+    if len(ids) > 1:
+        raise PreconditionFailed(f"{query_string!r} matches several {resource_type}s")
+    if not ids:
+        given = resource.get("id")
+        if given is not None:
+            check_id(given)
+            return await update(conn, resource_type, given, resource)
+        return await create(conn, resource)
+    if resource.get("id") not in (None, ids[0]):
+        raise BadRequest(f"the resource's id {resource['id']!r} is not the matching "
+                         f"{resource_type}/{ids[0]}")
+    return await update(conn, resource_type, ids[0], {**resource, "id": ids[0]})

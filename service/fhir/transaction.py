@@ -1,0 +1,313 @@
+"""Transaction and batch Bundles: https://hl7.org/fhir/R4/http.html#transaction
+
+A transaction runs in one database transaction: every entry is stored or none
+is. ``urn:uuid:`` and conditional references (``Patient?identifier=...``) are
+resolved before anything is written. A batch runs each entry on its own and
+reports each entry's outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
+from service.errors import (
+    BadRequest,
+    FhirError,
+    MethodNotAllowed,
+    PreconditionFailed,
+    from_storage_error,
+)
+from service.fhir import interactions
+from service.fhir.bundles import bundle, entry
+from service.fhir.history import history
+from service.fhir.http import etag, fhir_instant, parse_if_match
+from service.fhir.search import SearchRequest, search
+from storage.db import Database
+from storage.errors import StorageError
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    resource_type: str
+    resource_id: str | None
+    query: str
+    full_url: str | None
+    resource: dict[str, Any] | None = None
+    if_none_exist: str | None = None
+    if_match: int | None = None
+    sub_path: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    status: str
+    location: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    resource: bytes | None = None
+    outcome: dict[str, Any] | None = None
+
+    def as_entry(self, with_resource: bool) -> bytes:
+        response: dict[str, Any] = {"status": self.status}
+        for key, value in (("location", self.location), ("etag", self.etag),
+                           ("lastModified", self.last_modified), ("outcome", self.outcome)):
+            if value is not None:
+                response[key] = value
+        return entry(None, self.resource if with_resource else None, response=response)
+
+
+@dataclass(frozen=True)
+class BundleContext:
+    base: str
+    default_count: int
+    max_count: int
+    return_representation: bool
+
+
+def _written(w: interactions.Written, status: str | None = None) -> Outcome:
+    return Outcome(status or ("201 Created" if w.created else "200 OK"),
+                   location=w.location, etag=etag(w.version_id),
+                   last_modified=fhir_instant(w.last_updated), resource=w.content)
+
+
+def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry]]:
+    """Check the Bundle's shape and validate every resource; report all problems at once."""
+    if data.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base expects a Bundle", expression="resourceType")
+    kind = data.get("type")
+    if kind not in ("transaction", "batch"):
+        raise BadRequest(f"Bundle.type must be transaction or batch, not {kind!r}",
+                         expression="Bundle.type")
+    raw_entries = data.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array", expression="Bundle.entry")
+    entries: list[Entry] = []
+    issues: list[Issue] = []
+    for i, raw in enumerate(raw_entries):
+        try:
+            entries.append(_parse_entry(i, raw, base))
+        except ValidationFailed as exc:
+            issues.extend(Issue(issue.diagnostics, issue.code, issue.severity,
+                                [_entry_path(i, e) for e in issue.expression]
+                                or [f"Bundle.entry[{i}]"])
+                          for issue in exc.issues)
+        except FhirError as exc:
+            issues.extend(Issue(f"Bundle.entry[{i}]: {issue.diagnostics}", issue.code,
+                                issue.severity, [f"Bundle.entry[{i}]"])
+                          for issue in exc.issues)
+    if issues:
+        raise ValidationFailed(issues, "structure")
+    full_urls = [e.full_url for e in entries if e.full_url]
+    if len(full_urls) != len(set(full_urls)):
+        raise BadRequest("two entries share the same fullUrl", expression="Bundle.entry.fullUrl")
+    return kind, entries
+
+
+def _entry_path(index: int, expression: str) -> str:
+    """``Patient.name[0]`` in entry 3 -> ``Bundle.entry[3].resource.name[0]``."""
+    rest = expression.partition(".")[2]
+    return f"Bundle.entry[{index}].resource" + (f".{rest}" if rest else "")
+
+
+def _parse_entry(index: int, raw: Any, base: str) -> Entry:
+    if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+        raise BadRequest("each entry needs a request with method and url")
+    request = raw["request"]
+    method, url = request.get("method"), request.get("url")
+    if method not in _ORDER:
+        raise MethodNotAllowed(f"method {method!r} is not supported in a Bundle entry")
+    if not isinstance(url, str) or not url:
+        raise BadRequest("entry.request.url is required")
+    if url.startswith(base + "/"):
+        url = url[len(base) + 1:]
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise BadRequest(f"entry.request.url {url!r} names no resource type")
+    interactions.check_type(path[0])
+    resource_id = path[1] if len(path) > 1 else None
+    if resource_id is not None and not resource_id.startswith("_"):
+        interactions.check_id(resource_id)
+    item = Entry(index, method, path[0], resource_id, parts.query,
+                 raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None,
+                 sub_path=path[2:])
+    if method in ("POST", "PUT"):
+        resource = raw.get("resource")
+        if not isinstance(resource, dict):
+            raise BadRequest(f"a {method} entry needs a resource")
+        if method == "PUT" and resource_id is not None:
+            resource = {**resource, "id": resource.get("id", resource_id)}
+        item.resource = interactions.validate(resource, path[0])
+        if method == "PUT" and resource_id is None and not parts.query:
+            raise BadRequest("a PUT entry needs Type/id or Type?criteria")
+    if method == "DELETE" and resource_id is None:
+        raise MethodNotAllowed("conditional delete is not supported")
+    if isinstance(request.get("ifNoneExist"), str):
+        item.if_none_exist = request["ifNoneExist"].lstrip("?")
+    if isinstance(request.get("ifMatch"), str):
+        item.if_match = parse_if_match(request["ifMatch"])
+    return item
+
+
+async def process(db: Database, data: dict[str, Any], context: BundleContext) -> bytes:
+    kind, entries = parse_entries(data, context.base)
+    if kind == "transaction":
+        async with db.write() as conn:
+            outcomes = await _run_transaction(conn, entries, context)
+        response_type = "transaction-response"
+    else:
+        outcomes = [await _run_batch_entry(db, e, context) for e in entries]
+        response_type = "batch-response"
+    return bundle(response_type, [o.as_entry(context.return_representation) for o in outcomes])
+
+
+async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
+                           context: BundleContext) -> list[Outcome]:
+    targets = await _assign_targets(conn, entries)
+    outcomes: dict[int, Outcome] = {}
+    current: Entry | None = None
+    try:
+        for current in entries:
+            if current.resource is not None:
+                current.resource = await _resolve_references(conn, current.resource, targets)
+        for current in sorted(entries, key=lambda e: _ORDER[e.method]):
+            outcomes[current.index] = await _execute(conn, current, context)
+    except StorageError as exc:
+        raise _located(from_storage_error(exc), current) from exc
+    except FhirError as exc:
+        raise _located(exc, current) from exc
+    return [outcomes[e.index] for e in entries]
+
+
+def _located(exc: FhirError, item: Entry | None) -> FhirError:
+    if item is None:
+        return exc
+    exc.issues = [Issue(f"Bundle.entry[{item.index}]: {i.diagnostics}", i.code, i.severity,
+                        i.expression or [f"Bundle.entry[{item.index}]"]) for i in exc.issues]
+    return exc
+
+
+async def _assign_targets(conn: AsyncConnection, entries: list[Entry]) -> dict[str, str]:
+    """fullUrl -> ``Type/id`` for every entry that creates or updates a resource."""
+    targets: dict[str, str] = {}
+    for e in entries:
+        if e.method == "POST":
+            existing: list[str] = []
+            if e.if_none_exist:
+                existing = await interactions.matching_ids(conn, e.resource_type, e.if_none_exist)
+                if len(existing) > 1:
+                    raise _located(PreconditionFailed(
+                        f"ifNoneExist {e.if_none_exist!r} matches several resources"), e)
+            e.resource_id = existing[0] if existing else interactions.new_id()
+            if existing:
+                e.if_none_exist = None  # resolved: the entry answers the match
+                e.method = "GET"
+            else:
+                e.query = ""
+        elif e.method == "PUT" and e.resource_id is None:
+            ids = await interactions.matching_ids(conn, e.resource_type, e.query)
+            if len(ids) > 1:
+                raise _located(PreconditionFailed(f"{e.query!r} matches several resources"), e)
+            e.resource_id = ids[0] if ids else (e.resource or {}).get("id") or interactions.new_id()
+            if e.resource is not None:
+                e.resource = {**e.resource, "id": e.resource_id}
+        if e.full_url and e.resource_id and e.method in ("POST", "PUT", "GET"):
+            targets[e.full_url] = f"{e.resource_type}/{e.resource_id}"
+    return targets
+
+
+async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[str, str]) -> Any:
+    if isinstance(node, list):
+        return [await _resolve_references(conn, item, targets) for item in node]
+    if not isinstance(node, dict):
+        return node
+    resolved = {k: await _resolve_references(conn, v, targets) for k, v in node.items()}
+    reference = resolved.get("reference")
+    if isinstance(reference, str):
+        if reference in targets:
+            resolved["reference"] = targets[reference]
+        elif reference.startswith("urn:uuid:"):
+            raise BadRequest(f"reference {reference!r} names no entry of this transaction")
+        elif "?" in reference and "/" not in reference.split("?", 1)[0]:
+            rtype, _, query = reference.partition("?")
+            interactions.check_type(rtype)
+            ids = await interactions.matching_ids(conn, rtype, query)
+            if len(ids) != 1:
+                raise PreconditionFailed(
+                    f"conditional reference {reference!r} matches {len(ids)} resources")
+            resolved["reference"] = f"{rtype}/{ids[0]}"
+    return resolved
+
+
+async def _execute(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outcome:
+    if e.method == "DELETE":
+        assert e.resource_id is not None
+        await interactions.delete(conn, e.resource_type, e.resource_id, if_match=e.if_match)
+        return Outcome("204 No Content")
+    if e.method == "POST":
+        assert e.resource is not None
+        return _written(await interactions.create(conn, e.resource, resource_id=e.resource_id,
+                                                  method="POST"))
+    if e.method == "PUT":
+        assert e.resource is not None and e.resource_id is not None
+        return _written(await interactions.update(conn, e.resource_type, e.resource_id,
+                                                  e.resource, if_match=e.if_match))
+    return await _get(conn, e, context)
+
+
+async def _get(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outcome:
+    if e.resource_id is None or e.resource_id == "_search":
+        content = await search(conn, SearchRequest(
+            e.resource_type, parse_qsl(e.query, keep_blank_values=True), context.base,
+            strict=False, default_count=context.default_count, max_count=context.max_count))
+        return Outcome("200 OK", resource=content)
+    if e.resource_id == "_history" or e.sub_path[:1] == ["_history"] and len(e.sub_path) == 1:
+        content = await history(conn, base=context.base, resource_type=e.resource_type,
+                                resource_id=None if e.resource_id == "_history" else e.resource_id,
+                                pairs=parse_qsl(e.query), default_count=context.default_count,
+                                max_count=context.max_count)
+        return Outcome("200 OK", resource=content)
+    if e.sub_path[:1] == ["_history"] and len(e.sub_path) == 2 and e.sub_path[1].isdigit():
+        content, last_updated = await interactions.vread(conn, e.resource_type, e.resource_id,
+                                                         int(e.sub_path[1]))
+        return Outcome("200 OK", etag=etag(int(e.sub_path[1])),
+                       last_modified=fhir_instant(last_updated), resource=content)
+    content, version_id, last_updated = await interactions.read(conn, e.resource_type,
+                                                                e.resource_id)
+    return Outcome("200 OK", location=f"{e.resource_type}/{e.resource_id}",
+                   etag=etag(version_id), last_modified=fhir_instant(last_updated),
+                   resource=content)
+
+
+async def _run_batch_entry(db: Database, e: Entry, context: BundleContext) -> Outcome:
+    try:
+        if e.method == "GET":
+            async with db.read() as conn:
+                return await _get(conn, e, context)
+        async with db.write() as conn:
+            if e.method == "POST" and e.if_none_exist:
+                assert e.resource is not None
+                return _written(await interactions.conditional_create(conn, e.resource,
+                                                                      e.if_none_exist))
+            if e.method == "PUT" and e.resource_id is None:
+                assert e.resource is not None
+                return _written(await interactions.conditional_update(
+                    conn, e.resource_type, e.query, e.resource))
+            if e.resource is not None:
+                e.resource = await _resolve_references(conn, e.resource, {})
+            return await _execute(conn, e, context)
+    except (FhirError, StorageError) as exc:
+        error = from_storage_error(exc) if isinstance(exc, StorageError) else exc
+        return Outcome(f"{error.status} {HTTPStatus(error.status).phrase}",
+                       outcome=operation_outcome(error.issues))
+

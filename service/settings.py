@@ -1,0 +1,68 @@
+"""Settings: one typed object read from ``CARNET_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+}
+_SUPPORTED_URL_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg")
+
+
+class Settings(BaseSettings):
+    """Every setting Carnet reads; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="CARNET_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("carnet-data"),
+                           description="Where the embedded database and blobs live.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite file in the data directory. "
+                    "postgresql://... selects asyncpg.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL clients use (e.g. https://carnet.example.fr); default: "
+                    "taken from each request.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    default_page_size: int = Field(default=20, ge=1, le=1000)
+    max_page_size: int = Field(default=500, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024,
+                                description="Largest JSON request body accepted (413 above).")
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    demo: bool = Field(default=False, description="Seed demo data at start.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError("CARNET_DATABASE_URL must look like postgresql://user@host/db")
+        scheme = _ASYNC_DRIVERS.get(scheme, scheme)
+        if scheme not in _SUPPORTED_URL_SCHEMES:
+            raise ValueError(f"unsupported database URL scheme {scheme!r}; "
+                             f"use one of {', '.join(_SUPPORTED_URL_SCHEMES)}")
+        return f"{scheme}://{rest}"
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else url
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'carnet.db').resolve()}"

@@ -1,0 +1,132 @@
+"""Engines, request transactions and schema migrations.
+
+The request owns the transaction: ``Database.read()`` and ``Database.write()``
+yield a connection inside a transaction that commits when the block ends
+normally and rolls back on any error. Repositories only execute statements.
+
+SQLite (the embedded default) allows one writer at a time, so write
+transactions there start with ``BEGIN IMMEDIATE`` and queue on a one-connection
+pool instead of failing with "database is locked" half-way through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK_KEY = 7_270_001  # any constant shared by every Carnet process
+
+
+def _sqlite_engine(url: str, begin: str, **kwargs: Any) -> AsyncEngine:
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The database behind one Carnet process: SQLite or PostgreSQL."""
+
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self._reader = _sqlite_engine(url, "BEGIN")
+            self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0,
+                                          pool_timeout=60)
+        elif self.dialect == "postgresql":
+            self._writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+            # Reads need no BEGIN/COMMIT round trips: one statement, autocommit.
+            self._reader = self._writer.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._reader.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._writer.begin() as conn:
+            yield conn
+
+    async def migrate(self) -> None:
+        """Bring the schema to the latest revision; safe with several processes starting."""
+        async with self.write() as conn:
+            if self.is_postgresql:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": _MIGRATION_LOCK_KEY})
+            await conn.run_sync(_upgrade_to_head)
+
+    async def current_revision(self) -> str | None:
+        async with self.read() as conn:
+            return await conn.run_sync(_current_revision)
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self._writer.dispose()
+        if self.dialect == "sqlite":
+            await self._reader.dispose()
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()

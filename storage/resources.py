@@ -1,0 +1,205 @@
+"""Repository functions for resources, their versions and their search indexes.
+
+https://hl7.org/fhir/R4/http.html — the storage side of read, vread, create,
+update, delete and history. Callers hold the transaction (``Database.write``);
+index rows are rewritten in that same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.errors import DuplicateResource, VersionConflict
+from storage.search.parameters import extract_index_entries
+from storage.tables import (
+    INDEX_TABLES,
+    DateIndexRow,
+    ReferenceIndexRow,
+    ResourceRow,
+    ResourceVersionRow,
+    StringIndexRow,
+    TokenIndexRow,
+)
+
+RESOURCES = ResourceRow.__table__  # type: ignore[attr-defined]
+VERSIONS = ResourceVersionRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    pk: int
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: int  # epoch microseconds
+    deleted: bool
+    content: bytes | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    pk: int
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: int
+    method: str
+    content: bytes | None
+
+
+_CURRENT_COLUMNS = (RESOURCES.c.pk, RESOURCES.c.resource_type, RESOURCES.c.resource_id,
+                    RESOURCES.c.version_id, RESOURCES.c.last_updated, RESOURCES.c.deleted,
+                    RESOURCES.c.content)
+
+
+async def current_version(conn: AsyncConnection, resource_type: str, resource_id: str, *,
+                          for_update: bool = False) -> StoredResource | None:
+    """The current row of a resource (deleted or not), optionally locked for an update."""
+    stmt = select(*_CURRENT_COLUMNS).where(RESOURCES.c.resource_type == resource_type,
+                                           RESOURCES.c.resource_id == resource_id)
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).first()
+    return StoredResource(*row) if row else None
+
+
+async def current_content(conn: AsyncConnection, resource_type: str,
+                          resource_id: str) -> tuple[bytes | None, int, int, bool] | None:
+    """The hot read path: stored bytes, version, lastUpdated and deleted flag only."""
+    stmt = select(RESOURCES.c.content, RESOURCES.c.version_id, RESOURCES.c.last_updated,
+                  RESOURCES.c.deleted).where(RESOURCES.c.resource_type == resource_type,
+                                             RESOURCES.c.resource_id == resource_id)
+    row = (await conn.execute(stmt)).first()
+    return (row[0], row[1], row[2], row[3]) if row else None
+
+
+async def specific_version(conn: AsyncConnection, resource_type: str, resource_id: str,
+                           version_id: int) -> HistoryEntry | None:
+    stmt = select(VERSIONS.c.pk, VERSIONS.c.resource_type, VERSIONS.c.resource_id,
+                  VERSIONS.c.version_id, VERSIONS.c.last_updated, VERSIONS.c.method,
+                  VERSIONS.c.content).where(VERSIONS.c.resource_type == resource_type,
+                                            VERSIONS.c.resource_id == resource_id,
+                                            VERSIONS.c.version_id == version_id)
+    row = (await conn.execute(stmt)).first()
+    return HistoryEntry(*row) if row else None
+
+
+async def insert_resource(conn: AsyncConnection, resource: dict[str, Any], content: bytes, *,
+                          last_updated: int, method: str) -> int:
+    """Store version 1 of a new resource with its indexes; returns its row key."""
+    resource_type, resource_id = resource["resourceType"], resource["id"]
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = (dialect_insert(RESOURCES)
+            .values(resource_type=resource_type, resource_id=resource_id, version_id=1,
+                    last_updated=last_updated, deleted=False, content=content)
+            .on_conflict_do_nothing(index_elements=["resource_type", "resource_id"])
+            .returning(RESOURCES.c.pk))
+    pk = (await conn.execute(stmt)).scalar_one_or_none()
+    if pk is None:
+        raise DuplicateResource(f"{resource_type}/{resource_id} already exists")
+    await _insert_version(conn, pk, resource_type, resource_id, 1, last_updated, method, content)
+    await _write_indexes(conn, pk, resource)
+    return pk
+
+
+async def replace_resource(conn: AsyncConnection, existing: StoredResource,
+                           resource: dict[str, Any], content: bytes, *, version_id: int,
+                           last_updated: int, method: str) -> None:
+    """Make ``content`` the current version of ``existing`` (whose version must not have moved)."""
+    await _advance(conn, existing, version_id, last_updated, content, deleted=False)
+    await _insert_version(conn, existing.pk, existing.resource_type, existing.resource_id,
+                          version_id, last_updated, method, content)
+    await _delete_indexes(conn, existing.pk)
+    await _write_indexes(conn, existing.pk, resource)
+
+
+async def mark_deleted(conn: AsyncConnection, existing: StoredResource, *,
+                       last_updated: int) -> int:
+    """Logical delete: a new version with no content; returns that version id."""
+    version_id = existing.version_id + 1
+    await _advance(conn, existing, version_id, last_updated, None, deleted=True)
+    await _insert_version(conn, existing.pk, existing.resource_type, existing.resource_id,
+                          version_id, last_updated, "DELETE", None)
+    await _delete_indexes(conn, existing.pk)
+    return version_id
+
+
+async def _advance(conn: AsyncConnection, existing: StoredResource, version_id: int,
+                   last_updated: int, content: bytes | None, *, deleted: bool) -> None:
+    result = await conn.execute(
+        update(RESOURCES)
+        .where(RESOURCES.c.pk == existing.pk, RESOURCES.c.version_id == existing.version_id)
+        .values(version_id=version_id, last_updated=last_updated, content=content,
+                deleted=deleted))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise VersionConflict(
+            f"{existing.resource_type}/{existing.resource_id} was changed concurrently", None)
+
+
+async def _insert_version(conn: AsyncConnection, pk: int, resource_type: str, resource_id: str,
+                          version_id: int, last_updated: int, method: str,
+                          content: bytes | None) -> None:
+    await conn.execute(insert(VERSIONS).values(
+        resource_pk=pk, resource_type=resource_type, resource_id=resource_id,
+        version_id=version_id, last_updated=last_updated, method=method, content=content))
+
+
+async def _delete_indexes(conn: AsyncConnection, pk: int) -> None:
+    for table in INDEX_TABLES:
+        await conn.execute(delete(table.__table__).where(  # type: ignore[attr-defined]
+            table.__table__.c.resource_pk == pk))  # type: ignore[attr-defined]
+
+
+async def _write_indexes(conn: AsyncConnection, pk: int, resource: dict[str, Any]) -> None:
+    rtype = resource["resourceType"]
+    entries = extract_index_entries(resource)
+    batches: list[tuple[Any, list[dict[str, Any]]]] = [
+        (TokenIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, system=s, code=c)
+                         for p, s, c in entries.tokens]),
+        (StringIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, normalized=n,
+                               exact=e) for p, n, e in entries.strings]),
+        (DateIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, low=lo, high=hi)
+                        for p, lo, hi in entries.dates]),
+        (ReferenceIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, target_type=t,
+                                  target_id=i) for p, t, i in entries.references]),
+    ]
+    for table, rows in batches:
+        if rows:
+            await conn.execute(insert(table.__table__), rows)
+
+
+async def history_page(conn: AsyncConnection, *, resource_type: str | None,
+                       resource_id: str | None, since: int | None, limit: int,
+                       after: tuple[int, int] | None) -> tuple[list[HistoryEntry], bool]:
+    """Versions newest first; ``after`` is the (last_updated, pk) key of the previous page's end."""
+    stmt = select(VERSIONS.c.pk, VERSIONS.c.resource_type, VERSIONS.c.resource_id,
+                  VERSIONS.c.version_id, VERSIONS.c.last_updated, VERSIONS.c.method,
+                  VERSIONS.c.content)
+    if resource_type is not None:
+        stmt = stmt.where(VERSIONS.c.resource_type == resource_type)
+    if resource_id is not None:
+        stmt = stmt.where(VERSIONS.c.resource_id == resource_id)
+    if since is not None:
+        stmt = stmt.where(VERSIONS.c.last_updated >= since)
+    if after is not None:
+        stmt = stmt.where(or_(VERSIONS.c.last_updated < after[0],
+                              and_(VERSIONS.c.last_updated == after[0], VERSIONS.c.pk < after[1])))
+    stmt = stmt.order_by(VERSIONS.c.last_updated.desc(), VERSIONS.c.pk.desc()).limit(limit + 1)
+    rows = (await conn.execute(stmt)).all()
+    return [HistoryEntry(*row) for row in rows[:limit]], len(rows) > limit
+
+
+async def lock_key(conn: AsyncConnection, key: str) -> None:
+    """Serialise writers that must not race on ``key`` (conditional creates).
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: writers are already
+    serialised by BEGIN IMMEDIATE, so nothing to do.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))

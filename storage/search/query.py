@@ -1,0 +1,265 @@
+"""Search criteria -> SQL, and the search repository functions.
+
+Every filter is a semi-join on an index table, so a search costs the same
+whether the store holds a thousand resources or a hundred million. Paging is
+keyset paging: a cursor holds the sort key of the last (or first) row of a
+page, so pages stay correct while new resources arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.errors import InvalidSearch
+from storage.search.criteria import (
+    ANY_SYSTEM,
+    Criterion,
+    DateValue,
+    IncludeSpec,
+    ReferenceValue,
+    SearchQuery,
+    SortKey,
+    TokenValue,
+)
+from storage.search.parameters import MAX_INSTANT, MIN_INSTANT, normalize_text
+from storage.tables import (
+    DateIndexRow,
+    ReferenceIndexRow,
+    ResourceRow,
+    StringIndexRow,
+    TokenIndexRow,
+)
+
+R = ResourceRow.__table__.c  # type: ignore[attr-defined]
+TOKENS = TokenIndexRow.__table__.c  # type: ignore[attr-defined]
+STRINGS = StringIndexRow.__table__.c  # type: ignore[attr-defined]
+DATES = DateIndexRow.__table__.c  # type: ignore[attr-defined]
+REFERENCES = ReferenceIndexRow.__table__.c  # type: ignore[attr-defined]
+_INDEX_FOR = {"token": TOKENS, "uri": TOKENS, "string": STRINGS, "date": DATES,
+              "reference": REFERENCES}
+_HIGHEST_TEXT = "\U0010ffff"
+
+
+@dataclass(frozen=True)
+class Match:
+    pk: int
+    resource_type: str
+    resource_id: str
+    content: bytes
+    sort_values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    matches: list[Match]
+    has_more: bool  # more rows in the paging direction
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def _date_clause(low: Any, high: Any, value: DateValue) -> ColumnElement[bool]:
+    """FHIR date comparison between a stored range and a query range (both [low, high))."""
+    pl, ph = value.low, value.high
+    clauses: dict[str, ColumnElement[bool]] = {
+        "eq": and_(low >= pl, high <= ph),
+        "ne": or_(low < pl, high > ph),
+        "lt": low < pl,
+        "gt": high > ph,
+        "le": or_(low < pl, high <= ph),
+        "ge": or_(high > ph, low >= pl),
+        "sa": low >= ph,
+        "eb": high <= pl,
+    }
+    return clauses[value.prefix]
+
+
+def _value_clause(kind: str, value: Any, modifier: str | None) -> ColumnElement[bool]:
+    if kind in ("token", "uri"):
+        assert isinstance(value, TokenValue)
+        parts: list[ColumnElement[bool]] = []
+        if value.code is not None:
+            parts.append(TOKENS.code == value.code)
+        if value.system is None:
+            parts.append(TOKENS.system.is_(None))
+        elif value.system is not ANY_SYSTEM:
+            parts.append(TOKENS.system == value.system)
+        return and_(true(), *parts)
+    if kind == "string":
+        assert isinstance(value, str)
+        if modifier == "exact":
+            return STRINGS.exact == value
+        text = normalize_text(value)
+        if modifier == "contains":
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return STRINGS.normalized.like(f"%{escaped}%", escape="\\")
+        return and_(STRINGS.normalized >= text, STRINGS.normalized < text + _HIGHEST_TEXT)
+    if kind == "date":
+        assert isinstance(value, DateValue)
+        return _date_clause(DATES.low, DATES.high, value)
+    assert isinstance(value, ReferenceValue)
+    clause = REFERENCES.target_id == value.target_id
+    if value.target_type is not None:
+        clause = and_(clause, REFERENCES.target_type == value.target_type)
+    return clause
+
+
+def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
+    """A WHERE clause on the resource table for one criterion."""
+    if criterion.name == "_id":
+        ids = [v.code for v in criterion.values if isinstance(v, TokenValue)]
+        return R.resource_id.not_in(ids) if criterion.modifier == "not" else R.resource_id.in_(ids)
+    if criterion.name == "_lastUpdated":
+        return or_(*(_date_clause(R.last_updated, R.last_updated + 1, v)
+                     for v in criterion.values if isinstance(v, DateValue)))
+
+    index = _INDEX_FOR[criterion.type]
+    rows = select(index.resource_pk).where(index.resource_type == resource_type,
+                                           index.param == criterion.name)
+    if criterion.missing is not None:
+        return R.pk.not_in(rows) if criterion.missing else R.pk.in_(rows)
+    if criterion.chain is not None:
+        target_types, inner = criterion.chain
+        per_target = []
+        for target_type, chained in zip(target_types.split(","), inner, strict=True):
+            targets = select(R.resource_id).where(
+                R.resource_type == target_type, R.deleted == false(),
+                criterion_clause(target_type, chained))
+            per_target.append(and_(REFERENCES.target_type == target_type,
+                                   REFERENCES.target_id.in_(targets)))
+        return R.pk.in_(rows.where(or_(*per_target)))
+    matching = rows.where(or_(*(_value_clause(criterion.type, v, criterion.modifier)
+                                for v in criterion.values)))
+    if criterion.modifier == "not":
+        return R.pk.not_in(matching)
+    return R.pk.in_(matching)
+
+
+def _filters(query: SearchQuery, extra: Sequence[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
+    clauses = [R.resource_type == query.resource_type, R.deleted == false()]
+    clauses.extend(criterion_clause(query.resource_type, c) for c in query.criteria)
+    clauses.extend(extra)
+    return clauses
+
+
+# -------------------------------------------------------------------------------- sort
+
+
+def _sort_expression(resource_type: str, key: SortKey) -> Any:
+    if key.name == "_id":
+        return R.resource_id
+    if key.name == "_lastUpdated":
+        return R.last_updated
+    assert key.param is not None
+    index = _INDEX_FOR[key.param.type]
+    column, low_sentinel, high_sentinel = {
+        "date": (DATES.low, MIN_INSTANT, MAX_INSTANT),
+        "string": (STRINGS.normalized, "", _HIGHEST_TEXT),
+        "token": (TOKENS.code, "", _HIGHEST_TEXT),
+        "uri": (TOKENS.code, "", _HIGHEST_TEXT),
+    }[key.param.type]
+    aggregate = func.max(column) if key.descending else func.min(column)
+    value = (select(aggregate)
+             .where(index.resource_pk == R.pk, index.resource_type == resource_type,
+                    index.param == key.name)
+             .scalar_subquery())
+    # Resources without a value sort last in either direction.
+    return func.coalesce(value, low_sentinel if key.descending else high_sentinel)
+
+
+def _keyset_clause(expressions: list[Any], directions: list[bool],
+                   values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order given by ``directions`` (True = descending)."""
+    alternatives = []
+    for i, (expr, descending) in enumerate(zip(expressions, directions, strict=True)):
+        equal = [expressions[j] == values[j] for j in range(i)]
+        beyond = expr < values[i] if descending else expr > values[i]
+        alternatives.append(and_(*equal, beyond))
+    return or_(*alternatives)
+
+
+def encode_cursor(values: Sequence[Any], backwards: bool) -> str:
+    raw = orjson.dumps({"k": list(values), "b": backwards})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> tuple[list[Any], bool]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        values, backwards = data["k"], data["b"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidSearch("the paging cursor is not valid", "_cursor") from exc
+    if (not isinstance(values, list) or len(values) != width or not isinstance(backwards, bool)
+            or not all(isinstance(v, int | str) and not isinstance(v, bool) for v in values)):
+        raise InvalidSearch("the paging cursor does not belong to this search", "_cursor")
+    return values, backwards
+
+
+async def search_page(conn: AsyncConnection, query: SearchQuery,
+                      extra_filters: Sequence[ColumnElement[bool]] = ()) -> Page:
+    """One page of matches, ordered by ``query.sort`` then insertion order."""
+    expressions = [_sort_expression(query.resource_type, key) for key in query.sort] + [R.pk]
+    directions = [key.descending for key in query.sort] + [False]
+    backwards = False
+    stmt: Select[Any] = select(R.pk, R.resource_type, R.resource_id, R.content,
+                               *expressions[:-1]).where(*_filters(query, extra_filters))
+    if query.cursor:
+        values, backwards = decode_cursor(query.cursor, len(expressions))
+        if backwards:
+            directions = [not d for d in directions]
+        stmt = stmt.where(_keyset_clause(expressions, directions, values))
+    order = [e.desc() if d else e.asc() for e, d in zip(expressions, directions, strict=True)]
+    limit = query.count or 0
+    rows = (await conn.execute(stmt.order_by(*order).limit(limit + 1))).all()
+    matches = [Match(row[0], row[1], row[2], row[3], tuple(row[4:]) + (row[0],))
+               for row in rows[:limit]]
+    if backwards:
+        matches.reverse()
+    return Page(matches, has_more=len(rows) > limit)
+
+
+async def count_matches(conn: AsyncConnection, query: SearchQuery,
+                        extra_filters: Sequence[ColumnElement[bool]] = ()) -> int:
+    stmt = select(func.count()).select_from(ResourceRow.__table__).where(  # type: ignore[attr-defined]
+        *_filters(query, extra_filters))
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def included_resources(conn: AsyncConnection, spec: IncludeSpec,
+                             matches: Sequence[Match]) -> list[Match]:
+    """Resources named by ``_include`` / ``_revinclude`` for one page of matches."""
+    if not matches:
+        return []
+    target = ResourceRow.__table__.alias("target")  # type: ignore[attr-defined]
+    if spec.reverse:
+        ids_by_type: dict[str, list[str]] = {}
+        for m in matches:
+            ids_by_type.setdefault(m.resource_type, []).append(m.resource_id)
+        pointing = or_(*(and_(REFERENCES.target_type == t, REFERENCES.target_id.in_(ids))
+                         for t, ids in ids_by_type.items()))
+        stmt = (select(target.c.pk, target.c.resource_type, target.c.resource_id,
+                       target.c.content)
+                .join(ReferenceIndexRow.__table__,  # type: ignore[attr-defined]
+                      REFERENCES.resource_pk == target.c.pk)
+                .where(REFERENCES.resource_type == spec.source_type,
+                       REFERENCES.param == spec.param, pointing,
+                       target.c.deleted == false()))
+    else:
+        stmt = (select(target.c.pk, target.c.resource_type, target.c.resource_id,
+                       target.c.content)
+                .join(ReferenceIndexRow.__table__,  # type: ignore[attr-defined]
+                      and_(REFERENCES.target_type == target.c.resource_type,
+                           REFERENCES.target_id == target.c.resource_id))
+                .where(REFERENCES.resource_pk.in_([m.pk for m in matches]),
+                       REFERENCES.param == spec.param, target.c.deleted == false()))
+        if spec.target_type:
+            stmt = stmt.where(target.c.resource_type == spec.target_type)
+    unique = {r[0]: r for r in (await conn.execute(stmt)).all()}
+    return [Match(r[0], r[1], r[2], r[3], ()) for r in unique.values()]

@@ -1,0 +1,117 @@
+"""SQLModel tables.
+
+One row per resource holds the current version (``resource``); every version,
+including deletions, is kept in ``resource_version``. Search indexes are
+typed tables keyed by the resource row's surrogate key and rewritten in the
+same transaction as the resource. Instants are stored as integer
+microseconds since the epoch (UTC) so that SQLite and PostgreSQL compare them
+identically.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Byte-wise ordering on PostgreSQL so that prefix ranges (value >= 'abc' and
+# value < 'abc\U0010ffff') use the B-tree exactly as SQLite's BINARY collation does.
+SortableText = String(256).with_variant(String(256, collation="C"), "postgresql")
+BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ResourceRow(SQLModel, table=True):
+    __tablename__ = "resource"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "resource_id", name="uq_resource_type_id"),
+        Index("ix_resource_type_updated", "resource_type", "last_updated"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
+    resource_id: str = Field(sa_column=Column(String(64), nullable=False))
+    version_id: int = Field(sa_column=Column(Integer, nullable=False))
+    last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    deleted: bool = Field(default=False, nullable=False)
+    content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class ResourceVersionRow(SQLModel, table=True):
+    __tablename__ = "resource_version"
+    __table_args__ = (
+        UniqueConstraint("resource_pk", "version_id", name="uq_version_resource_version"),
+        Index("ix_version_type_updated", "resource_type", "last_updated"),
+        Index("ix_version_resource", "resource_type", "resource_id", "version_id"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
+    resource_id: str = Field(sa_column=Column(String(64), nullable=False))
+    version_id: int = Field(sa_column=Column(Integer, nullable=False))
+    last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
+    method: str = Field(sa_column=Column(String(8), nullable=False))
+    content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class TokenIndexRow(SQLModel, table=True):
+    __tablename__ = "token_index"
+    __table_args__ = (
+        Index("ix_token_lookup", "resource_type", "param", "code", "system"),
+        Index("ix_token_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
+    param: str = Field(sa_column=Column(String(64), nullable=False))
+    system: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    code: str = Field(sa_column=Column(SortableText, nullable=False))
+
+
+class StringIndexRow(SQLModel, table=True):
+    __tablename__ = "string_index"
+    __table_args__ = (
+        Index("ix_string_lookup", "resource_type", "param", "normalized"),
+        Index("ix_string_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
+    param: str = Field(sa_column=Column(String(64), nullable=False))
+    normalized: str = Field(sa_column=Column(SortableText, nullable=False))
+    exact: str = Field(sa_column=Column(String(1024), nullable=False))
+
+
+class DateIndexRow(SQLModel, table=True):
+    __tablename__ = "date_index"
+    __table_args__ = (
+        Index("ix_date_lookup", "resource_type", "param", "low", "high"),
+        Index("ix_date_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
+    param: str = Field(sa_column=Column(String(64), nullable=False))
+    low: int = Field(sa_column=Column(BigInteger, nullable=False))
+    high: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ReferenceIndexRow(SQLModel, table=True):
+    __tablename__ = "reference_index"
+    __table_args__ = (
+        Index("ix_reference_lookup", "resource_type", "param", "target_id", "target_type"),
+        Index("ix_reference_target", "target_type", "target_id"),
+        Index("ix_reference_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
+    param: str = Field(sa_column=Column(String(64), nullable=False))
+    target_type: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    target_id: str = Field(sa_column=Column(String(1024), nullable=False))
+
+
+INDEX_TABLES = (TokenIndexRow, StringIndexRow, DateIndexRow, ReferenceIndexRow)

@@ -1,0 +1,101 @@
+"""Shared fixtures: the same suite runs on SQLite and on PostgreSQL.
+
+``database`` is parametrised over both back-ends. PostgreSQL is found through
+``CARNET_TEST_DATABASE_URL`` (``.ci/run`` creates a fresh database and sets
+it); without it the tests use ``carnet_test`` on 127.0.0.1:5432, created if
+missing. When no server answers the PostgreSQL cases are skipped with the
+reason, unless ``CARNET_TEST_REQUIRE_POSTGRES=1`` (as in CI) makes that an error.
+Each test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from service.app import create_app
+from service.settings import Settings
+from storage.db import Database
+
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/carnet_test"
+TABLES = ("resource", "resource_version", "token_index", "string_index", "date_index",
+          "reference_index")
+
+
+def postgres_url() -> str:
+    return os.environ.get("CARNET_TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
+
+
+async def _ensure_postgres_database(url: str) -> str | None:
+    """Create the test database if needed; return why PostgreSQL is unusable, or None."""
+    parsed = make_url(url)
+    admin = create_async_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                         {"n": parsed.database})).first()
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    except (OSError, ConnectionError) as exc:
+        return f"no PostgreSQL server answers at {parsed.host}:{parsed.port}: {exc}"
+    except Exception as exc:  # asyncpg's own errors (auth, missing role...)
+        return f"PostgreSQL at {parsed.host}:{parsed.port} is not usable: {exc}"
+    finally:
+        await admin.dispose()
+    return None
+
+
+async def clear(database: Database) -> None:
+    async with database.write() as conn:
+        if database.is_postgresql:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+        else:
+            for table in TABLES:
+                await conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+async def session_database(request: pytest.FixtureRequest,
+                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "carnet.db"
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        url = postgres_url()
+        problem = await _ensure_postgres_database(url)
+        if problem:
+            if os.environ.get("CARNET_TEST_REQUIRE_POSTGRES") == "1":
+                pytest.fail(problem)
+            pytest.skip(problem)
+    database = Database(url, pool_size=10)
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def database(session_database: Database) -> AsyncIterator[Database]:
+    await clear(session_database)
+    yield session_database
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, default_page_size=20, max_page_size=100,
+                    max_body_bytes=1024 * 1024)
+
+
+@pytest.fixture
+async def client(settings: Settings, database: Database) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, database)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://carnet.test",
+                                 headers={"Accept": "application/fhir+json"}) as http:
+        yield http
