@@ -70,18 +70,19 @@ def demo_bundle() -> dict[str, Any]:
                 "system": "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/"
                           "TRE-G15-ProfessionSante", "code": profession}]}}],
         }, f"identifier={IDNAT_PS}|8{rpps}"))
-    for key, nir, family, given, gender, birth, _place in PATIENTS:
+    for key, nir, family, first_names, gender, birth, _place in PATIENTS:
         entries.append(_entry(key, {
             "resourceType": "Patient",
             "identifier": [{"system": INS_NIR_TEST, "value": nir, "use": "official"}],
-            "name": [{"use": "official", "family": family, "given": given}],
+            "name": [{"use": "official", "family": family, "given": first_names}],
             "gender": gender, "birthDate": birth,
             "generalPractitioner": [{"reference": "urn:uuid:ps-martin"}] if key == "pat-1" else [],
         }, f"identifier={INS_NIR_TEST}|{nir}"))
     note = base64.b64encode("Compte rendu de consultation (démonstration).".encode()).decode()
-    for i, (patient, loinc, title) in enumerate([("pat-1", "11488-4", "Compte rendu de consultation"),
-                                                  ("pat-1", "11502-2", "Résultats de biologie"),
-                                                  ("pat-2", "18842-5", "Lettre de liaison")]):
+    documents = [("pat-1", "11488-4", "Compte rendu de consultation"),
+                 ("pat-1", "11502-2", "Résultats de biologie"),
+                 ("pat-2", "18842-5", "Lettre de liaison")]
+    for i, (patient, loinc, title) in enumerate(documents):
         entries.append(_entry(f"doc-{i}", {
             "resourceType": "DocumentReference", "status": "current",
             "masterIdentifier": {"system": "urn:ietf:rfc:3986",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,17 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from storage.errors import DuplicateResource, VersionConflict
 from storage.search.parameters import extract_index_entries
 from storage.tables import (
+    DATES,
     INDEX_TABLES,
-    DateIndexRow,
-    ReferenceIndexRow,
-    ResourceRow,
-    ResourceVersionRow,
-    StringIndexRow,
-    TokenIndexRow,
+    REFERENCES,
+    RESOURCES,
+    STRINGS,
+    TOKENS,
+    VERSIONS,
 )
-
-RESOURCES = ResourceRow.__table__  # type: ignore[attr-defined]
-VERSIONS = ResourceVersionRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ async def insert_resource(conn: AsyncConnection, resource: dict[str, Any], conte
                     last_updated=last_updated, deleted=False, content=content)
             .on_conflict_do_nothing(index_elements=["resource_type", "resource_id"])
             .returning(RESOURCES.c.pk))
-    pk = (await conn.execute(stmt)).scalar_one_or_none()
+    pk: int | None = (await conn.execute(stmt)).scalar_one_or_none()
     if pk is None:
         raise DuplicateResource(f"{resource_type}/{resource_id} already exists")
     await _insert_version(conn, pk, resource_type, resource_id, 1, last_updated, method, content)
@@ -137,7 +134,7 @@ async def _advance(conn: AsyncConnection, existing: StoredResource, version_id: 
         .where(RESOURCES.c.pk == existing.pk, RESOURCES.c.version_id == existing.version_id)
         .values(version_id=version_id, last_updated=last_updated, content=content,
                 deleted=deleted))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise VersionConflict(
             f"{existing.resource_type}/{existing.resource_id} was changed concurrently", None)
 
@@ -152,26 +149,25 @@ async def _insert_version(conn: AsyncConnection, pk: int, resource_type: str, re
 
 async def _delete_indexes(conn: AsyncConnection, pk: int) -> None:
     for table in INDEX_TABLES:
-        await conn.execute(delete(table.__table__).where(  # type: ignore[attr-defined]
-            table.__table__.c.resource_pk == pk))  # type: ignore[attr-defined]
+        await conn.execute(delete(table).where(table.c.resource_pk == pk))
 
 
 async def _write_indexes(conn: AsyncConnection, pk: int, resource: dict[str, Any]) -> None:
     rtype = resource["resourceType"]
     entries = extract_index_entries(resource)
-    batches: list[tuple[Any, list[dict[str, Any]]]] = [
-        (TokenIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, system=s, code=c)
+    batches: list[tuple[Table, list[dict[str, Any]]]] = [
+        (TOKENS, [dict(resource_pk=pk, resource_type=rtype, param=p, system=s, code=c)
                          for p, s, c in entries.tokens]),
-        (StringIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, normalized=n,
+        (STRINGS, [dict(resource_pk=pk, resource_type=rtype, param=p, normalized=n,
                                exact=e) for p, n, e in entries.strings]),
-        (DateIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, low=lo, high=hi)
+        (DATES, [dict(resource_pk=pk, resource_type=rtype, param=p, low=lo, high=hi)
                         for p, lo, hi in entries.dates]),
-        (ReferenceIndexRow, [dict(resource_pk=pk, resource_type=rtype, param=p, target_type=t,
+        (REFERENCES, [dict(resource_pk=pk, resource_type=rtype, param=p, target_type=t,
                                   target_id=i) for p, t, i in entries.references]),
     ]
     for table, rows in batches:
         if rows:
-            await conn.execute(insert(table.__table__), rows)
+            await conn.execute(insert(table), rows)
 
 
 async def history_page(conn: AsyncConnection, *, resource_type: str | None,

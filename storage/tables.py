@@ -10,13 +10,28 @@ identically.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 # Byte-wise ordering on PostgreSQL so that prefix ranges (value >= 'abc' and
 # value < 'abc\U0010ffff') use the B-tree exactly as SQLite's BINARY collation does.
 SortableText = String(256).with_variant(String(256, collation="C"), "postgresql")
 BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _surrogate_key() -> Any:
+    return Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
 
 
 class ResourceRow(SQLModel, table=True):
@@ -26,7 +41,7 @@ class ResourceRow(SQLModel, table=True):
         Index("ix_resource_type_updated", "resource_type", "last_updated"),
     )
 
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    pk: int | None = _surrogate_key()
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
     resource_id: str = Field(sa_column=Column(String(64), nullable=False))
     version_id: int = Field(sa_column=Column(Integer, nullable=False))
@@ -43,7 +58,7 @@ class ResourceVersionRow(SQLModel, table=True):
         Index("ix_version_resource", "resource_type", "resource_id", "version_id"),
     )
 
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    pk: int | None = _surrogate_key()
     resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
     resource_id: str = Field(sa_column=Column(String(64), nullable=False))
@@ -60,7 +75,7 @@ class TokenIndexRow(SQLModel, table=True):
         Index("ix_token_resource", "resource_pk"),
     )
 
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    pk: int | None = _surrogate_key()
     resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
     param: str = Field(sa_column=Column(String(64), nullable=False))
@@ -75,7 +90,7 @@ class StringIndexRow(SQLModel, table=True):
         Index("ix_string_resource", "resource_pk"),
     )
 
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    pk: int | None = _surrogate_key()
     resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
     param: str = Field(sa_column=Column(String(64), nullable=False))
@@ -90,7 +105,7 @@ class DateIndexRow(SQLModel, table=True):
         Index("ix_date_resource", "resource_pk"),
     )
 
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    pk: int | None = _surrogate_key()
     resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
     param: str = Field(sa_column=Column(String(64), nullable=False))
@@ -106,7 +121,7 @@ class ReferenceIndexRow(SQLModel, table=True):
         Index("ix_reference_resource", "resource_pk"),
     )
 
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True, autoincrement=True))
+    pk: int | None = _surrogate_key()
     resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
     param: str = Field(sa_column=Column(String(64), nullable=False))
@@ -114,4 +129,18 @@ class ReferenceIndexRow(SQLModel, table=True):
     target_id: str = Field(sa_column=Column(String(1024), nullable=False))
 
 
-INDEX_TABLES = (TokenIndexRow, StringIndexRow, DateIndexRow, ReferenceIndexRow)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The SQLAlchemy Core table behind a SQLModel class, for Core statements."""
+    found: Table = getattr(model, "__table__")  # noqa: B009 - set by SQLModel's metaclass
+    return found
+
+
+RESOURCES = table_of(ResourceRow)
+VERSIONS = table_of(ResourceVersionRow)
+TOKENS = table_of(TokenIndexRow)
+STRINGS = table_of(StringIndexRow)
+DATES = table_of(DateIndexRow)
+REFERENCES = table_of(ReferenceIndexRow)
+INDEX_TABLES = (TOKENS, STRINGS, DATES, REFERENCES)

@@ -80,8 +80,8 @@ def _written(w: interactions.Written, status: str | None = None) -> Outcome:
                    last_modified=fhir_instant(w.last_updated), resource=w.content)
 
 
-def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry]]:
-    """Check the Bundle's shape and validate every resource; report all problems at once."""
+def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry | FhirError]]:
+    """Check the Bundle's shape and validate every entry; a bad entry becomes its error."""
     if data.get("resourceType") != "Bundle":
         raise BadRequest("POST to the base expects a Bundle", expression="resourceType")
     kind = data.get("type")
@@ -91,26 +91,21 @@ def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry]]:
     raw_entries = data.get("entry") or []
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be an array", expression="Bundle.entry")
-    entries: list[Entry] = []
-    issues: list[Issue] = []
+    parsed: list[Entry | FhirError] = []
     for i, raw in enumerate(raw_entries):
         try:
-            entries.append(_parse_entry(i, raw, base))
+            parsed.append(_parse_entry(i, raw, base))
         except ValidationFailed as exc:
-            issues.extend(Issue(issue.diagnostics, issue.code, issue.severity,
-                                [_entry_path(i, e) for e in issue.expression]
-                                or [f"Bundle.entry[{i}]"])
-                          for issue in exc.issues)
+            parsed.append(BadRequest(exc.issues[0].diagnostics, issues=[
+                Issue(issue.diagnostics, issue.code, issue.severity,
+                      [_entry_path(i, e) for e in issue.expression] or [f"Bundle.entry[{i}]"])
+                for issue in exc.issues]))
         except FhirError as exc:
-            issues.extend(Issue(f"Bundle.entry[{i}]: {issue.diagnostics}", issue.code,
-                                issue.severity, [f"Bundle.entry[{i}]"])
-                          for issue in exc.issues)
-    if issues:
-        raise ValidationFailed(issues, "structure")
-    full_urls = [e.full_url for e in entries if e.full_url]
+            parsed.append(_located(exc, i))
+    full_urls = [e.full_url for e in parsed if isinstance(e, Entry) and e.full_url]
     if len(full_urls) != len(set(full_urls)):
         raise BadRequest("two entries share the same fullUrl", expression="Bundle.entry.fullUrl")
-    return kind, entries
+    return kind, parsed
 
 
 def _entry_path(index: int, expression: str) -> str:
@@ -160,70 +155,90 @@ def _parse_entry(index: int, raw: Any, base: str) -> Entry:
 
 
 async def process(db: Database, data: dict[str, Any], context: BundleContext) -> bytes:
-    kind, entries = parse_entries(data, context.base)
+    kind, parsed = parse_entries(data, context.base)
     if kind == "transaction":
+        errors = [e for e in parsed if isinstance(e, FhirError)]
+        if errors:  # report every bad entry at once; nothing is written
+            raise BadRequest(errors[0].issues[0].diagnostics,
+                             issues=[issue for error in errors for issue in error.issues])
+        entries = [e for e in parsed if isinstance(e, Entry)]
         async with db.write() as conn:
             outcomes = await _run_transaction(conn, entries, context)
         response_type = "transaction-response"
     else:
-        outcomes = [await _run_batch_entry(db, e, context) for e in entries]
+        outcomes = [_failed(e) if isinstance(e, FhirError)
+                    else await _run_batch_entry(db, e, context) for e in parsed]
         response_type = "batch-response"
     return bundle(response_type, [o.as_entry(context.return_representation) for o in outcomes])
 
 
 async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
                            context: BundleContext) -> list[Outcome]:
-    targets = await _assign_targets(conn, entries)
     outcomes: dict[int, Outcome] = {}
     current: Entry | None = None
     try:
+        targets = await _assign_targets(conn, entries)
         for current in entries:
             if current.resource is not None:
                 current.resource = await _resolve_references(conn, current.resource, targets)
         for current in sorted(entries, key=lambda e: _ORDER[e.method]):
             outcomes[current.index] = await _execute(conn, current, context)
     except StorageError as exc:
-        raise _located(from_storage_error(exc), current) from exc
+        raise _located(from_storage_error(exc), current.index if current else None) from exc
     except FhirError as exc:
-        raise _located(exc, current) from exc
+        raise _located(exc, current.index if current else None) from exc
     return [outcomes[e.index] for e in entries]
 
 
-def _located(exc: FhirError, item: Entry | None) -> FhirError:
-    if item is None:
+def _located(exc: FhirError, index: int | None) -> FhirError:
+    """Prefix the error's issues with the entry they belong to."""
+    if index is None:
         return exc
-    exc.issues = [Issue(f"Bundle.entry[{item.index}]: {i.diagnostics}", i.code, i.severity,
-                        i.expression or [f"Bundle.entry[{item.index}]"]) for i in exc.issues]
+    exc.issues = [Issue(f"Bundle.entry[{index}]: {i.diagnostics}", i.code, i.severity,
+                        i.expression or [f"Bundle.entry[{index}]"]) for i in exc.issues]
     return exc
+
+
+def _failed(error: FhirError) -> Outcome:
+    return Outcome(f"{error.status} {HTTPStatus(error.status).phrase}",
+                   outcome=operation_outcome(error.issues))
 
 
 async def _assign_targets(conn: AsyncConnection, entries: list[Entry]) -> dict[str, str]:
     """fullUrl -> ``Type/id`` for every entry that creates or updates a resource."""
     targets: dict[str, str] = {}
     for e in entries:
-        if e.method == "POST":
-            existing: list[str] = []
-            if e.if_none_exist:
-                existing = await interactions.matching_ids(conn, e.resource_type, e.if_none_exist)
-                if len(existing) > 1:
-                    raise _located(PreconditionFailed(
-                        f"ifNoneExist {e.if_none_exist!r} matches several resources"), e)
-            e.resource_id = existing[0] if existing else interactions.new_id()
-            if existing:
-                e.if_none_exist = None  # resolved: the entry answers the match
-                e.method = "GET"
-            else:
-                e.query = ""
-        elif e.method == "PUT" and e.resource_id is None:
-            ids = await interactions.matching_ids(conn, e.resource_type, e.query)
-            if len(ids) > 1:
-                raise _located(PreconditionFailed(f"{e.query!r} matches several resources"), e)
-            e.resource_id = ids[0] if ids else (e.resource or {}).get("id") or interactions.new_id()
-            if e.resource is not None:
-                e.resource = {**e.resource, "id": e.resource_id}
+        try:
+            await _assign_target(conn, e)
+        except FhirError as exc:
+            raise _located(exc, e.index) from exc
         if e.full_url and e.resource_id and e.method in ("POST", "PUT", "GET"):
             targets[e.full_url] = f"{e.resource_type}/{e.resource_id}"
     return targets
+
+
+async def _assign_target(conn: AsyncConnection, e: Entry) -> None:
+    """Decide the id an entry writes to: new, or the match of its conditional query."""
+    if e.method == "POST":
+        existing: list[str] = []
+        if e.if_none_exist:
+            existing = await interactions.matching_ids(conn, e.resource_type, e.if_none_exist)
+            if len(existing) > 1:
+                raise PreconditionFailed(
+                    f"ifNoneExist {e.if_none_exist!r} matches several resources")
+        e.resource_id = existing[0] if existing else interactions.new_id()
+        if existing:
+            e.if_none_exist = None  # resolved: the entry answers the match
+            e.method = "GET"
+        else:
+            e.query = ""
+    elif e.method == "PUT" and e.resource_id is None:
+        ids = await interactions.matching_ids(conn, e.resource_type, e.query)
+        if len(ids) > 1:
+            raise PreconditionFailed(f"{e.query!r} matches several resources")
+        e.resource_id = ids[0] if ids else (e.resource or {}).get("id") or interactions.new_id()
+        if e.resource is not None:
+            e.resource = {**e.resource, "id": e.resource_id}
 
 
 async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[str, str]) -> Any:
@@ -271,7 +286,7 @@ async def _get(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outco
             e.resource_type, parse_qsl(e.query, keep_blank_values=True), context.base,
             strict=False, default_count=context.default_count, max_count=context.max_count))
         return Outcome("200 OK", resource=content)
-    if e.resource_id == "_history" or e.sub_path[:1] == ["_history"] and len(e.sub_path) == 1:
+    if e.resource_id == "_history" or e.sub_path == ["_history"]:
         content = await history(conn, base=context.base, resource_type=e.resource_type,
                                 resource_id=None if e.resource_id == "_history" else e.resource_id,
                                 pairs=parse_qsl(e.query), default_count=context.default_count,
@@ -306,8 +321,8 @@ async def _run_batch_entry(db: Database, e: Entry, context: BundleContext) -> Ou
             if e.resource is not None:
                 e.resource = await _resolve_references(conn, e.resource, {})
             return await _execute(conn, e, context)
-    except (FhirError, StorageError) as exc:
-        error = from_storage_error(exc) if isinstance(exc, StorageError) else exc
-        return Outcome(f"{error.status} {HTTPStatus(error.status).phrase}",
-                       outcome=operation_outcome(error.issues))
+    except FhirError as exc:
+        return _failed(exc)
+    except StorageError as exc:
+        return _failed(from_storage_error(exc))
 

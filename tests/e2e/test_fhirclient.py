@@ -1,0 +1,66 @@
+"""A third-party FHIR client (SMART's ``fhirclient`` from PyPI) against the real server."""
+
+from __future__ import annotations
+
+import pytest
+from fhirclient import client as fhir_client
+from fhirclient.models.bundle import Bundle
+from fhirclient.models.observation import Observation
+from fhirclient.models.patient import Patient
+
+pytestmark = pytest.mark.e2e
+
+
+def connect(base: str) -> fhir_client.FHIRClient:
+    return fhir_client.FHIRClient(settings={"app_id": "carnet-e2e", "api_base": f"{base}/fhir/"})
+
+
+def test_third_party_client_reads_the_capability_statement(live_server: str) -> None:
+    smart = connect(live_server)
+    smart.prepare()
+    assert smart.server.capabilityStatement.fhirVersion == "4.0.1"
+    types = {r.type for r in smart.server.capabilityStatement.rest[0].resource}
+    assert {"Patient", "DocumentReference", "Observation"} <= types
+
+
+def test_third_party_client_creates_searches_pages_and_reads(live_server: str) -> None:
+    server = connect(live_server).server
+    created_ids = []
+    for i in range(7):
+        patient = Patient({"name": [{"family": "Fhirclient", "given": [f"Test{i}"]}],
+                           "gender": "female", "birthDate": f"198{i}-01-01"})
+        response = patient.create(server)
+        assert response is not None
+        created_ids.append(response["id"])
+    Patient({"name": [{"family": "Autre"}]}).create(server)
+
+    search = Patient.where(struct={"family": "fhirclient", "_count": "3", "_sort": "birthdate"})
+    pages = list(search.perform_iter(server))
+    assert len(pages) == 3
+    assert all(isinstance(page, Bundle) and page.total == 7 for page in pages)
+    found = [entry.resource.id for page in pages for entry in page.entry]
+    assert found == created_ids  # sorted by birth date = creation order here
+
+    read = Patient.read(created_ids[3], server)
+    assert read.name[0].given == ["Test3"]
+    assert read.meta.versionId == "1"
+
+
+def test_third_party_client_updates_and_follows_references(live_server: str) -> None:
+    server = connect(live_server).server
+    patient_id = Patient({"name": [{"family": "Lien"}]}).create(server)["id"]
+    observation = Observation({
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-02-01",
+    })
+    observation_id = observation.create(server)["id"]
+    found = Observation.where(struct={"patient": patient_id, "code": "http://loinc.org|2339-0"}
+                              ).perform_resources(server)
+    assert [o.id for o in found] == [observation_id]
+
+    patient = Patient.read(patient_id, server)
+    patient.gender = "male"
+    patient.update(server)
+    assert Patient.read(patient_id, server).meta.versionId == "2"
