@@ -37,4 +37,7 @@ def bundle(bundle_type: str, entries: Iterable[bytes], *, total: int | None = No
         head["total"] = total
     if links:
         head["link"] = [{"relation": rel, "url": url} for rel, url in links]
-    return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+    body = b",".join(entries)
+    if not body:  # FHIR JSON never carries an empty array
+        return orjson.dumps(head)
+    return orjson.dumps(head)[:-1] + b',"entry":[' + body + b"]}"
