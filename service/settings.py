@@ -40,7 +40,6 @@ class Settings(BaseSettings):
                                 description="Largest JSON request body accepted (413 above).")
     db_pool_size: int = Field(default=20, ge=1, le=500)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    demo: bool = Field(default=False, description="Seed demo data at start.")
 
     @field_validator("database_url")
     @classmethod

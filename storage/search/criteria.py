@@ -156,7 +156,7 @@ def parse_query(resource_type: str, pairs: list[tuple[str, str]], *,
 
 def _parse_result_parameter(query: SearchQuery, key: str, raw: str, max_count: int) -> None:
     if key == "_count":
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise InvalidSearch(f"_count must be a non-negative integer, got {raw!r}", "_count")
         query.count = min(int(raw), max_count)
     elif key == "_sort":

@@ -264,9 +264,11 @@ def normalize_text(value: str) -> str:
 _DATE_RE = re.compile(
     r"^(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})"
     r"(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(?P<f>\.\d+)?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$",
+    re.ASCII,
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 def to_micros(moment: datetime) -> int:
@@ -277,8 +279,9 @@ def to_micros(moment: datetime) -> int:
 def date_range(text: str) -> tuple[int, int]:
     """The half-open range [low, high) in epoch microseconds a FHIR date denotes.
 
-    ``2023`` covers the whole year, ``2023-05-01T10:00Z`` one minute. A value
-    without a time zone is taken as UTC. Raises ValueError on a bad value.
+    ``2023`` covers the whole year, ``2023-05-01T10:00Z`` one minute and
+    ``...:00.5Z`` a tenth of a second: the precision given is the range. A
+    value without a time zone is taken as UTC. Raises ValueError on a bad value.
     """
     match = _DATE_RE.match(text.strip())
     if not match:
@@ -287,31 +290,36 @@ def date_range(text: str) -> tuple[int, int]:
     year = int(g["y"])
     if g["m"] is None:
         start = datetime(year, 1, 1, tzinfo=UTC)
-        end = datetime(year + 1, 1, 1, tzinfo=UTC)
-        return to_micros(start), to_micros(end)
+        return to_micros(start), _months_later(start, 12)
     month = int(g["m"])
     if g["d"] is None:
         start = datetime(year, month, 1, tzinfo=UTC)
-        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-        return to_micros(start), to_micros(end)
+        return to_micros(start), _months_later(start, 1)
     day = date(year, month, int(g["d"]))
     if g["H"] is None:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return to_micros(start), to_micros(start + timedelta(days=1))
+        low = to_micros(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        return low, low + 86_400_000_000
     tz: timezone = UTC
     if g["tz"] and g["tz"] != "Z":
         sign = 1 if g["tz"][0] == "+" else -1
         hours, minutes = int(g["tz"][1:3]), int(g["tz"][4:6])
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     if g["S"] is None:
-        start = datetime(day.year, day.month, day.day, int(g["H"]), int(g["M"]), tzinfo=tz)
-        return to_micros(start), to_micros(start + timedelta(minutes=1))
-    fraction = g["f"] or ""
-    micros = int((fraction[1:] + "000000")[:6]) if fraction else 0
-    start = datetime(day.year, day.month, day.day, int(g["H"]), int(g["M"]), int(g["S"]),
-                     micros, tzinfo=tz)
-    step = timedelta(microseconds=1) if fraction else timedelta(seconds=1)
-    return to_micros(start), to_micros(start + step)
+        low = to_micros(datetime(day.year, day.month, day.day, int(g["H"]), int(g["M"]),
+                                 tzinfo=tz))
+        return low, low + 60_000_000
+    digits = (g["f"] or ".")[1:7]
+    low = to_micros(datetime(day.year, day.month, day.day, int(g["H"]), int(g["M"]),
+                             int(g["S"]), int(digits.ljust(6, "0")), tzinfo=tz))
+    return low, low + 10 ** (6 - len(digits))
+
+
+def _months_later(start: datetime, months: int) -> int:
+    """Integer arithmetic, so ranges ending after year 9999 do not overflow ``datetime``."""
+    index = start.year * 12 + start.month - 1 + months
+    if index // 12 > _END_OF_TIME.year:
+        return to_micros(_END_OF_TIME) + 1
+    return to_micros(start.replace(year=index // 12, month=index % 12 + 1))
 
 
 def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
