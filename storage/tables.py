@@ -28,6 +28,8 @@ from sqlmodel import Field, SQLModel
 # value < 'abc\U0010ffff') use the B-tree exactly as SQLite's BINARY collation does.
 SortableText = String(256).with_variant(String(256, collation="C"), "postgresql")
 BigKey = BigInteger().with_variant(Integer(), "sqlite")
+# Ids sort byte-wise too, so that _sort=_id orders the same on both back-ends.
+ResourceId = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 
 def _surrogate_key() -> Any:
@@ -43,7 +45,7 @@ class ResourceRow(SQLModel, table=True):
 
     pk: int | None = _surrogate_key()
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
-    resource_id: str = Field(sa_column=Column(String(64), nullable=False))
+    resource_id: str = Field(sa_column=Column(ResourceId, nullable=False))
     version_id: int = Field(sa_column=Column(Integer, nullable=False))
     last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
     deleted: bool = Field(default=False, nullable=False)
@@ -61,7 +63,7 @@ class ResourceVersionRow(SQLModel, table=True):
     pk: int | None = _surrogate_key()
     resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
     resource_type: str = Field(sa_column=Column(String(64), nullable=False))
-    resource_id: str = Field(sa_column=Column(String(64), nullable=False))
+    resource_id: str = Field(sa_column=Column(ResourceId, nullable=False))
     version_id: int = Field(sa_column=Column(Integer, nullable=False))
     last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
     method: str = Field(sa_column=Column(String(8), nullable=False))

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.errors import BadRequest, NotFound
 from service.fhir.bundles import bundle, entry
-from service.fhir.http import etag, fhir_instant
+from service.fhir.http import etag, fhir_instant, is_plain_number
 from storage import resources as repo
 from storage.search.parameters import date_range
 from storage.search.query import decode_cursor, encode_cursor
@@ -21,7 +21,7 @@ async def history(conn: AsyncConnection, *, base: str, resource_type: str,
                   default_count: int, max_count: int) -> bytes:
     params = dict(pairs)
     count = params.get("_count", str(default_count))
-    if not count.isdigit():
+    if not is_plain_number(count):
         raise BadRequest("_count must be a non-negative integer", expression="_count")
     since = None
     if "_since" in params:

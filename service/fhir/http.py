@@ -48,7 +48,7 @@ def check_acceptable(request: Request) -> None:
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refusing more than ``max_bytes`` before reading it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and is_plain_number(declared) and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {max_bytes} limit")
     chunks: list[bytes] = []
     size = 0
@@ -80,6 +80,21 @@ async def read_json_resource(request: Request, max_bytes: int) -> dict[str, Any]
     return data
 
 
+MAX_VERSION = 2**31 - 1
+
+
+def is_plain_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_version(text: str) -> int:
+    """A version id from a URL (``_history/3``): 400 unless a plain number in range."""
+    if not is_plain_number(text) or int(text) > MAX_VERSION:
+        raise BadRequest(f"version {text!r} is not a version number")
+    return int(text)
+
+
 def etag(version_id: int) -> str:
     return f'W/"{version_id}"'
 
@@ -92,7 +107,7 @@ def parse_if_match(header: str | None) -> int | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit():
+    if not is_plain_number(value):
         raise PreconditionFailed(f"If-Match {header!r} is not a version ETag such as W/\"3\"")
     return int(value)
 

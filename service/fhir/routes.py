@@ -19,6 +19,7 @@ from service.fhir.http import (
     fhir_json,
     http_date,
     parse_if_match,
+    parse_version,
     prefer,
     read_body,
     read_json_resource,
@@ -208,10 +209,9 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
                 db: DatabaseDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
-    if not version_id.isdigit():
-        raise BadRequest(f"version {version_id!r} is not a number")
+    version = parse_version(version_id)
     async with db.read() as conn:
         content, last_updated = await interactions.vread(conn, resource_type, resource_id,
-                                                         int(version_id))
-    headers = {"ETag": etag(int(version_id)), "Last-Modified": http_date(last_updated)}
+                                                         version)
+    headers = {"ETag": etag(version), "Last-Modified": http_date(last_updated)}
     return fhir_json(content, headers=headers, pretty=wants_pretty(request))

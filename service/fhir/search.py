@@ -22,7 +22,7 @@ from storage.search.criteria import SearchQuery, parse_query
 from storage.search.query import (
     Match,
     count_matches,
-    decode_cursor,
+    decode_search_cursor,
     encode_cursor,
     included_resources,
     search_page,
@@ -80,7 +80,7 @@ def _links(request: SearchRequest, query: SearchQuery, matches: list[Match],
     links = [("self", _link(request, query.cursor)), ("first", _link(request, None))]
     backwards = False
     if query.cursor:
-        backwards = decode_cursor(query.cursor, len(query.sort) + 1)[1]
+        backwards = decode_search_cursor(query.cursor, query.sort)[1]
     more_before = has_more if backwards else query.cursor is not None
     more_after = True if backwards else has_more
     if matches and more_before:
@@ -104,8 +104,8 @@ def _shape(content: bytes, query: SearchQuery) -> bytes:
         return content
     resource: dict[str, Any] = orjson.loads(content)
     if query.summary == "true":
-        summary = model_class(resource["resourceType"]).model_validate(resource)
-        resource = orjson.loads(summary.json(summary_only=True))
+        model = model_class(resource["resourceType"]).model_validate(resource)
+        resource = model.model_dump(mode="json", summary_only=True)
     elif query.summary == "data":
         resource.pop("text", None)
     elif query.elements:

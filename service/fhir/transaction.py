@@ -26,7 +26,7 @@ from service.errors import (
 from service.fhir import interactions
 from service.fhir.bundles import bundle, entry
 from service.fhir.history import history
-from service.fhir.http import etag, fhir_instant, parse_if_match
+from service.fhir.http import etag, fhir_instant, parse_if_match, parse_version
 from service.fhir.search import SearchRequest, search
 from storage.db import Database
 from storage.errors import StorageError
@@ -292,10 +292,11 @@ async def _get(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outco
                                 pairs=parse_qsl(e.query), default_count=context.default_count,
                                 max_count=context.max_count)
         return Outcome("200 OK", resource=content)
-    if e.sub_path[:1] == ["_history"] and len(e.sub_path) == 2 and e.sub_path[1].isdigit():
+    if e.sub_path[:1] == ["_history"] and len(e.sub_path) == 2:
+        version = parse_version(e.sub_path[1])
         content, last_updated = await interactions.vread(conn, e.resource_type, e.resource_id,
-                                                         int(e.sub_path[1]))
-        return Outcome("200 OK", etag=etag(int(e.sub_path[1])),
+                                                         version)
+        return Outcome("200 OK", etag=etag(version),
                        last_modified=fhir_instant(last_updated), resource=content)
     content, version_id, last_updated = await interactions.read(conn, e.resource_type,
                                                                 e.resource_id)

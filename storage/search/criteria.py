@@ -47,7 +47,7 @@ MODIFIERS: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class TokenValue:
-    system: str | None | object  # ANY_SYSTEM when the query gave no system part
+    system: str | object | None  # ANY_SYSTEM when the query gave no system part
     code: str | None  # None: any code in that system
 
 
@@ -264,6 +264,8 @@ def _parse_chain(param: SearchParam, type_modifier: str | None, rest: str,
 
 def _parse_values(kind: str, name: str, raw: str, param: SearchParam | None,
                   type_modifier: str | None = None) -> tuple[Value, ...]:
+    if "\x00" in raw:
+        raise InvalidSearch(f"parameter {name} contains a NUL character", name)
     items = split_unescaped(raw, ",")
     if not any(items):
         raise InvalidSearch(f"parameter {name} has an empty value", name)

@@ -20,6 +20,11 @@ ParamType = Literal["token", "string", "date", "reference", "uri"]
 
 MIN_INSTANT = -(2**62)
 MAX_INSTANT = 2**62
+# Widths of the index columns (storage/tables.py). Longer values are cut to fit,
+# and query values are cut the same way so that they still find them.
+CODE_WIDTH = 256  # token system and code, normalized string
+TEXT_WIDTH = 1024  # exact string, reference target id
+TYPE_WIDTH = 64
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
         _p("code", "token", "code"),
         _p("status", "token", "status"),
         _p("date", "date", "date"),
-        _p("source", "reference", "source", targets=("Practitioner", "PractitionerRole", "Patient")),
+        _p("source", "reference", "source",
+           targets=("Practitioner", "PractitionerRole", "Patient")),
         _p("item", "reference", "entry.item"),
         _p("title", "string", "title"),
     ),
@@ -389,9 +395,10 @@ def split_reference(reference: str) -> tuple[str | None, str]:
     parts = path.split("/")
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
-    if len(parts) >= 2 and parts[-2][:1].isupper() and parts[-2].isalpha():
-        if "://" in reference or len(parts) == 2:
-            return parts[-2], parts[-1]
+    typed = (len(parts) >= 2 and parts[-2][:1].isupper() and parts[-2].isalpha()
+             and len(parts[-2]) <= TYPE_WIDTH)
+    if typed and ("://" in reference or len(parts) == 2):
+        return parts[-2], parts[-1]
     return None, reference
 
 
@@ -425,13 +432,15 @@ def extract_index_entries(resource: dict[str, Any]) -> IndexEntries:
 def _add(entries: IndexEntries, param: SearchParam, value: Any) -> None:
     if param.type == "token":
         for system, code in _tokens(value):
-            entries.tokens.append((param.name, system, code[:256]))
+            entries.tokens.append((param.name, system and system[:CODE_WIDTH],
+                                   code[:CODE_WIDTH]))
     elif param.type == "uri":
         if isinstance(value, str):
-            entries.tokens.append((param.name, None, value[:256]))
+            entries.tokens.append((param.name, None, value[:CODE_WIDTH]))
     elif param.type == "string":
         for text in _strings(value):
-            entries.strings.append((param.name, normalize_text(text)[:256], text[:1024]))
+            entries.strings.append((param.name, normalize_text(text)[:CODE_WIDTH],
+                                    text[:TEXT_WIDTH]))
     elif param.type == "date":
         for low, high in _dates(value):
             entries.dates.append((param.name, low, high))
@@ -439,4 +448,4 @@ def _add(entries: IndexEntries, param: SearchParam, value: Any) -> None:
         for target_type, target_id in _references(value):
             if param.only_targets and target_type not in param.targets:
                 continue
-            entries.references.append((param.name, target_type, target_id[:1024]))
+            entries.references.append((param.name, target_type, target_id[:TEXT_WIDTH]))

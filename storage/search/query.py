@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy import Column, ColumnElement, Select, and_, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from storage.errors import InvalidSearch
 from storage.search.criteria import (
-    ANY_SYSTEM,
     Criterion,
     DateValue,
     IncludeSpec,
@@ -28,7 +28,13 @@ from storage.search.criteria import (
     SortKey,
     TokenValue,
 )
-from storage.search.parameters import MAX_INSTANT, MIN_INSTANT, normalize_text
+from storage.search.parameters import (
+    CODE_WIDTH,
+    MAX_INSTANT,
+    MIN_INSTANT,
+    TEXT_WIDTH,
+    normalize_text,
+)
 from storage.tables import (
     DateIndexRow,
     ReferenceIndexRow,
@@ -37,11 +43,12 @@ from storage.tables import (
     TokenIndexRow,
 )
 
-R = ResourceRow.__table__.c  # type: ignore[attr-defined]
-TOKENS = TokenIndexRow.__table__.c  # type: ignore[attr-defined]
-STRINGS = StringIndexRow.__table__.c  # type: ignore[attr-defined]
-DATES = DateIndexRow.__table__.c  # type: ignore[attr-defined]
-REFERENCES = ReferenceIndexRow.__table__.c  # type: ignore[attr-defined]
+Columns = ReadOnlyColumnCollection[str, Column[Any]]
+R: Columns = ResourceRow.__table__.c  # type: ignore[attr-defined]
+TOKENS: Columns = TokenIndexRow.__table__.c  # type: ignore[attr-defined]
+STRINGS: Columns = StringIndexRow.__table__.c  # type: ignore[attr-defined]
+DATES: Columns = DateIndexRow.__table__.c  # type: ignore[attr-defined]
+REFERENCES: Columns = ReferenceIndexRow.__table__.c  # type: ignore[attr-defined]
 _INDEX_FOR = {"token": TOKENS, "uri": TOKENS, "string": STRINGS, "date": DATES,
               "reference": REFERENCES}
 _HIGHEST_TEXT = "\U0010ffff"
@@ -86,17 +93,17 @@ def _value_clause(kind: str, value: Any, modifier: str | None) -> ColumnElement[
         assert isinstance(value, TokenValue)
         parts: list[ColumnElement[bool]] = []
         if value.code is not None:
-            parts.append(TOKENS.code == value.code)
+            parts.append(TOKENS.code == value.code[:CODE_WIDTH])
         if value.system is None:
             parts.append(TOKENS.system.is_(None))
-        elif value.system is not ANY_SYSTEM:
-            parts.append(TOKENS.system == value.system)
+        elif isinstance(value.system, str):
+            parts.append(TOKENS.system == value.system[:CODE_WIDTH])
         return and_(true(), *parts)
     if kind == "string":
         assert isinstance(value, str)
         if modifier == "exact":
-            return STRINGS.exact == value
-        text = normalize_text(value)
+            return STRINGS.exact == value[:TEXT_WIDTH]
+        text = normalize_text(value)[:CODE_WIDTH]
         if modifier == "contains":
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             return STRINGS.normalized.like(f"%{escaped}%", escape="\\")
@@ -105,7 +112,7 @@ def _value_clause(kind: str, value: Any, modifier: str | None) -> ColumnElement[
         assert isinstance(value, DateValue)
         return _date_clause(DATES.low, DATES.high, value)
     assert isinstance(value, ReferenceValue)
-    clause = REFERENCES.target_id == value.target_id
+    clause = REFERENCES.target_id == value.target_id[:TEXT_WIDTH]
     if value.target_type is not None:
         clause = and_(clause, REFERENCES.target_type == value.target_type)
     return clause
@@ -197,9 +204,29 @@ def decode_cursor(cursor: str, width: int) -> tuple[list[Any], bool]:
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidSearch("the paging cursor is not valid", "_cursor") from exc
     if (not isinstance(values, list) or len(values) != width or not isinstance(backwards, bool)
-            or not all(isinstance(v, int | str) and not isinstance(v, bool) for v in values)):
+            or not all(_fits(v, int | str) for v in values)):
         raise InvalidSearch("the paging cursor does not belong to this search", "_cursor")
     return values, backwards
+
+
+def decode_search_cursor(cursor: str, sort: Sequence[SortKey]) -> tuple[list[Any], bool]:
+    """Also checks each value's kind: PostgreSQL will not compare a number with text."""
+    kinds: list[Any] = [int if key.name == "_lastUpdated"
+                        or (key.param is not None and key.param.type == "date") else str
+                        for key in sort]
+    values, backwards = decode_cursor(cursor, len(kinds) + 1)
+    if not all(_fits(v, kind) for v, kind in zip(values, [*kinds, int], strict=True)):
+        raise InvalidSearch("the paging cursor does not belong to this search", "_cursor")
+    return values, backwards
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """A tampered value the database cannot bind (too big, NUL) must not reach it."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return "\x00" not in value
 
 
 async def search_page(conn: AsyncConnection, query: SearchQuery,
@@ -211,14 +238,14 @@ async def search_page(conn: AsyncConnection, query: SearchQuery,
     stmt: Select[Any] = select(R.pk, R.resource_type, R.resource_id, R.content,
                                *expressions[:-1]).where(*_filters(query, extra_filters))
     if query.cursor:
-        values, backwards = decode_cursor(query.cursor, len(expressions))
+        values, backwards = decode_search_cursor(query.cursor, query.sort)
         if backwards:
             directions = [not d for d in directions]
         stmt = stmt.where(_keyset_clause(expressions, directions, values))
     order = [e.desc() if d else e.asc() for e, d in zip(expressions, directions, strict=True)]
     limit = query.count or 0
     rows = (await conn.execute(stmt.order_by(*order).limit(limit + 1))).all()
-    matches = [Match(row[0], row[1], row[2], row[3], tuple(row[4:]) + (row[0],))
+    matches = [Match(row[0], row[1], row[2], row[3], (*row[4:], row[0]))
                for row in rows[:limit]]
     if backwards:
         matches.reverse()

@@ -152,3 +152,24 @@ async def test_unexpected_errors_are_500_outcomes_without_details(
     body = assert_outcome(await client.get("/fhir/Patient/x"), 500)
     assert "secret" not in body["issue"][0]["diagnostics"]
     assert "incident" in body["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("version", ["²", "99999999999999999999", "-1"])
+async def test_odd_version_numbers_are_400(client: httpx.AsyncClient, version: str) -> None:
+    assert_outcome(await client.get(f"/fhir/Patient/x/_history/{version}"), 400)
+
+
+async def test_unicode_digits_in_history_count_are_400(client: httpx.AsyncClient) -> None:
+    assert_outcome(await client.get("/fhir/Patient/_history", params={"_count": "²"}), 400)
+
+
+async def test_unicode_digits_in_if_match_are_412(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON)).json()
+    assert_outcome(await client.put(f"/fhir/Patient/{created['id']}", json=created,
+                                    headers={**FHIR_JSON, "If-Match": 'W/"²"'.encode()}), 412)
+
+
+async def test_unicode_digits_in_content_length_do_not_crash(client: httpx.AsyncClient) -> None:
+    response = await client.post("/fhir/Patient", content=b"{}",
+                                 headers={**FHIR_JSON, "Content-Length": "²".encode()})
+    assert response.status_code < 500
