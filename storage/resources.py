@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.errors import DuplicateResource, VersionConflict
-from storage.search.parameters import extract_index_entries
+from storage.search.extract import extract_index_entries
 from storage.tables import (
     DATES,
     INDEX_TABLES,

@@ -10,8 +10,8 @@ from service.errors import BadRequest, NotFound
 from service.fhir.bundles import bundle, entry
 from service.fhir.http import etag, fhir_instant, is_plain_number
 from storage import resources as repo
-from storage.search.parameters import date_range
 from storage.search.query import decode_cursor, encode_cursor
+from storage.search.values import date_range
 
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
 

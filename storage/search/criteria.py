@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from storage.errors import InvalidSearch
-from storage.search.parameters import (
-    RESOURCE_COLUMNS,
-    SUPPORTED_TYPES,
-    SearchParam,
-    date_range,
-    params_for,
-    split_reference,
-)
+from storage.search.parameters import RESOURCE_COLUMNS, SUPPORTED_TYPES, SearchParam, params_for
+from storage.search.values import date_range, split_reference
 
 DatePrefix = Literal["eq", "ne", "lt", "gt", "le", "ge", "sa", "eb"]
 DATE_PREFIXES: tuple[DatePrefix, ...] = ("eq", "ne", "lt", "gt", "le", "ge", "sa", "eb")

@@ -28,13 +28,7 @@ from storage.search.criteria import (
     SortKey,
     TokenValue,
 )
-from storage.search.parameters import (
-    CODE_WIDTH,
-    MAX_INSTANT,
-    MIN_INSTANT,
-    TEXT_WIDTH,
-    normalize_text,
-)
+from storage.search.values import CODE_WIDTH, MAX_INSTANT, MIN_INSTANT, TEXT_WIDTH, normalize_text
 from storage.tables import (
     DateIndexRow,
     ReferenceIndexRow,

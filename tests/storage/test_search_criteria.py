@@ -15,7 +15,7 @@ from storage.search.criteria import (
     TokenValue,
     parse_query,
 )
-from storage.search.parameters import date_range
+from storage.search.values import date_range
 
 
 def parse(resource_type: str, *pairs: tuple[str, str], max_count: int = 100) -> SearchQuery:

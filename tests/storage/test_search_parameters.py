@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from storage.search.parameters import (
+from storage.search.extract import extract_index_entries
+from storage.search.parameters import params_for
+from storage.search.values import (
     CODE_WIDTH,
     MAX_INSTANT,
     TEXT_WIDTH,
     date_range,
-    extract_index_entries,
     normalize_text,
-    params_for,
     split_reference,
     to_micros,
 )
