@@ -70,52 +70,49 @@ class ResourceVersionRow(SQLModel, table=True):
     content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
-class TokenIndexRow(SQLModel, table=True):
+class IndexRowBase(SQLModel):
+    """What every search-index row holds: which resource, under which parameter."""
+
+    pk: int | None = Field(default=None, primary_key=True, sa_type=BigKey)
+    resource_pk: int = Field(sa_type=BigInteger, nullable=False)
+    resource_type: str = Field(sa_type=String(64), nullable=False)
+    param: str = Field(sa_type=String(64), nullable=False)
+
+
+class TokenIndexRow(IndexRowBase, table=True):
     __tablename__ = "token_index"
     __table_args__ = (
         Index("ix_token_lookup", "resource_type", "param", "code", "system"),
         Index("ix_token_resource", "resource_pk"),
     )
 
-    pk: int | None = _surrogate_key()
-    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
-    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
-    param: str = Field(sa_column=Column(String(64), nullable=False))
     system: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
     code: str = Field(sa_column=Column(SortableText, nullable=False))
 
 
-class StringIndexRow(SQLModel, table=True):
+class StringIndexRow(IndexRowBase, table=True):
     __tablename__ = "string_index"
     __table_args__ = (
         Index("ix_string_lookup", "resource_type", "param", "normalized"),
         Index("ix_string_resource", "resource_pk"),
     )
 
-    pk: int | None = _surrogate_key()
-    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
-    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
-    param: str = Field(sa_column=Column(String(64), nullable=False))
     normalized: str = Field(sa_column=Column(SortableText, nullable=False))
     exact: str = Field(sa_column=Column(String(1024), nullable=False))
 
 
-class DateIndexRow(SQLModel, table=True):
+class DateIndexRow(IndexRowBase, table=True):
     __tablename__ = "date_index"
     __table_args__ = (
         Index("ix_date_lookup", "resource_type", "param", "low", "high"),
         Index("ix_date_resource", "resource_pk"),
     )
 
-    pk: int | None = _surrogate_key()
-    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
-    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
-    param: str = Field(sa_column=Column(String(64), nullable=False))
     low: int = Field(sa_column=Column(BigInteger, nullable=False))
     high: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class ReferenceIndexRow(SQLModel, table=True):
+class ReferenceIndexRow(IndexRowBase, table=True):
     __tablename__ = "reference_index"
     __table_args__ = (
         Index("ix_reference_lookup", "resource_type", "param", "target_id", "target_type"),
@@ -123,10 +120,6 @@ class ReferenceIndexRow(SQLModel, table=True):
         Index("ix_reference_resource", "resource_pk"),
     )
 
-    pk: int | None = _surrogate_key()
-    resource_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
-    resource_type: str = Field(sa_column=Column(String(64), nullable=False))
-    param: str = Field(sa_column=Column(String(64), nullable=False))
     target_type: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     target_id: str = Field(sa_column=Column(String(1024), nullable=False))
 
