@@ -27,6 +27,7 @@ from service.fhir.http import (
 )
 from service.fhir.search import SearchRequest, search
 from service.settings import Settings
+from storage.db import Database
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
@@ -42,12 +43,30 @@ def _written_response(request: Request, settings: Settings,
     return fhir_json(written.content, status, headers, wants_pretty(request))
 
 
-def _search_request(request: Request, settings: Settings, resource_type: str,
-                    pairs: list[tuple[str, str]]) -> SearchRequest:
-    return SearchRequest(resource_type, pairs, base_url(request, settings.public_url),
-                         strict=prefer(request).get("handling") == "strict",
-                         default_count=settings.default_page_size,
-                         max_count=settings.max_page_size)
+async def _search_response(request: Request, settings: Settings, db: Database,
+                           resource_type: str, pairs: list[tuple[str, str]]) -> Response:
+    check_acceptable(request)
+    interactions.check_type(resource_type)
+    search_request = SearchRequest(resource_type, pairs, base_url(request, settings.public_url),
+                                   strict=prefer(request).get("handling") == "strict",
+                                   default_count=settings.default_page_size,
+                                   max_count=settings.max_page_size)
+    async with db.read() as conn:
+        content = await search(conn, search_request)
+    return fhir_json(content, pretty=wants_pretty(request))
+
+
+async def _history_response(request: Request, settings: Settings, db: Database,
+                            resource_type: str, resource_id: str | None) -> Response:
+    check_acceptable(request)
+    interactions.check_type(resource_type)
+    async with db.read() as conn:
+        content = await history(conn, base=base_url(request, settings.public_url),
+                                resource_type=resource_type, resource_id=resource_id,
+                                pairs=request.query_params.multi_items(),
+                                default_count=settings.default_page_size,
+                                max_count=settings.max_page_size)
+    return fhir_json(content, pretty=wants_pretty(request))
 
 
 @router.get("/metadata", summary="CapabilityStatement")
@@ -73,20 +92,13 @@ async def transaction_or_batch(request: Request, settings: SettingsDep,
 @router.get("/{resource_type}/_search", include_in_schema=False)
 async def search_get(resource_type: str, request: Request, settings: SettingsDep,
                      db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
-    search_request = _search_request(request, settings, resource_type,
-                                     request.query_params.multi_items())
-    async with db.read() as conn:
-        content = await search(conn, search_request)
-    return fhir_json(content, pretty=wants_pretty(request))
+    return await _search_response(request, settings, db, resource_type,
+                                  request.query_params.multi_items())
 
 
 @router.post("/{resource_type}/_search", summary="search (POST form)")
 async def search_post(resource_type: str, request: Request, settings: SettingsDep,
                       db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
     media = request.headers.get("content-type", "").split(";")[0].strip()
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
@@ -95,10 +107,8 @@ async def search_post(resource_type: str, request: Request, settings: SettingsDe
         form = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the form body cannot be parsed: {exc}") from exc
-    pairs = request.query_params.multi_items() + form
-    async with db.read() as conn:
-        content = await search(conn, _search_request(request, settings, resource_type, pairs))
-    return fhir_json(content, pretty=wants_pretty(request))
+    return await _search_response(request, settings, db, resource_type,
+                                  request.query_params.multi_items() + form)
 
 
 @router.post("/{resource_type}", summary="create")
@@ -140,15 +150,7 @@ async def conditional_delete(resource_type: str) -> Response:
 @router.get("/{resource_type}/_history", summary="type history")
 async def type_history(resource_type: str, request: Request, settings: SettingsDep,
                        db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
-    async with db.read() as conn:
-        content = await history(conn, base=base_url(request, settings.public_url),
-                                resource_type=resource_type, resource_id=None,
-                                pairs=request.query_params.multi_items(),
-                                default_count=settings.default_page_size,
-                                max_count=settings.max_page_size)
-    return fhir_json(content, pretty=wants_pretty(request))
+    return await _history_response(request, settings, db, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}", summary="read")
@@ -193,15 +195,7 @@ async def delete(resource_type: str, resource_id: str, request: Request,
 @router.get("/{resource_type}/{resource_id}/_history", summary="instance history")
 async def instance_history(resource_type: str, resource_id: str, request: Request,
                            settings: SettingsDep, db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
-    async with db.read() as conn:
-        content = await history(conn, base=base_url(request, settings.public_url),
-                                resource_type=resource_type, resource_id=resource_id,
-                                pairs=request.query_params.multi_items(),
-                                default_count=settings.default_page_size,
-                                max_count=settings.max_page_size)
-    return fhir_json(content, pretty=wants_pretty(request))
+    return await _history_response(request, settings, db, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="vread")

@@ -48,14 +48,16 @@ async def search(conn: AsyncConnection, request: SearchRequest) -> bytes:
     if query.unknown and request.strict:
         raise BadRequest(f"unknown or unsupported search parameter(s): "
                          f"{', '.join(query.unknown)}", expression=query.unknown[0])
-    total: int | None = None
-    if query.summary == "count" or query.total in (None, "accurate", "estimate"):
-        total = await count_matches(conn, query)
     if query.summary == "count":
-        return bundle("searchset", [], total=total,
+        return bundle("searchset", [], total=await count_matches(conn, query),
                       links=[("self", _link(request, query.cursor))])
 
     page = await search_page(conn, query)
+    total: int | None = None
+    if query.total != "none":
+        # A first page that holds every match is its own count: no second query.
+        complete = not query.cursor and not page.has_more
+        total = len(page.matches) if complete else await count_matches(conn, query)
     entries = [entry(f"{request.base}/{m.resource_type}/{m.resource_id}",
                      _shape(m.content, query), search={"mode": "match"})
                for m in page.matches]
