@@ -7,7 +7,6 @@ index rows are rewritten in that same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.driver import autocommit_driver, driver_call
 from storage.errors import DuplicateResource, VersionConflict
 from storage.search.extract import extract_index_entries
 from storage.tables import (
@@ -77,43 +77,14 @@ _PG_CURRENT_CONTENT = ("SELECT content, version_id, last_updated, deleted FROM r
 async def current_content(conn: AsyncConnection, resource_type: str,
                           resource_id: str) -> tuple[bytes | None, int, int, bool] | None:
     """The hot read path: stored bytes, version, lastUpdated and deleted flag only."""
-    driver = await _autocommit_driver(conn)
+    driver = await autocommit_driver(conn)
     if driver is not None:
-        row = await _driver_call(conn, driver.fetchrow(_PG_CURRENT_CONTENT, resource_type,
-                                                       resource_id))
+        row = await driver_call(conn, driver.fetchrow(_PG_CURRENT_CONTENT, resource_type,
+                                                      resource_id))
     else:
         row = (await conn.execute(_CURRENT_CONTENT, {"resource_type": resource_type,
                                                      "resource_id": resource_id})).first()
     return (row[0], row[1], row[2], row[3]) if row else None
-
-
-async def _autocommit_driver(conn: AsyncConnection) -> Any | None:
-    """The asyncpg connection under ``conn`` if a read may go to it directly, else None.
-
-    Only for PostgreSQL connections in autocommit mode (``Database.read()``): no
-    transaction is open or due to be opened by SQLAlchemy, so a statement sent
-    straight to asyncpg means exactly what it would mean through SQLAlchemy, and
-    skips its per-statement cost (statement cache key, execution context, greenlet
-    switch, result wrapping: about 80 µs of CPU on the read-by-id path, a third of
-    its database time). asyncpg keeps its own per-connection prepared statements.
-    """
-    if conn.dialect.name != "postgresql":
-        return None
-    raw = await conn.get_raw_connection()
-    if not getattr(raw.dbapi_connection, "autocommit", False):
-        return None
-    return raw.driver_connection
-
-
-async def _driver_call(conn: AsyncConnection, call: Awaitable[Any]) -> Any:
-    """Await a direct asyncpg call; a connection it found broken leaves the pool."""
-    try:
-        return await call
-    except Exception as exc:
-        raw = await conn.get_raw_connection()
-        if raw.driver_connection is None or raw.driver_connection.is_closed():
-            await conn.invalidate(exc)
-        raise
 
 
 async def specific_version(conn: AsyncConnection, resource_type: str, resource_id: str,

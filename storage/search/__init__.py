@@ -5,4 +5,5 @@
 - ``extract``: the index values of a resource, written with it.
 - ``criteria``: parse a FHIR query string into typed criteria.
 - ``query``: criteria -> one SQL statement (filters, sort, keyset paging).
+- ``shapes``: those statements compiled once per query shape; values bound per request.
 """

@@ -28,7 +28,8 @@ from storage.search.criteria import (
     SortKey,
     TokenValue,
 )
-from storage.search.values import CODE_WIDTH, MAX_INSTANT, MIN_INSTANT, TEXT_WIDTH, normalize_text
+from storage.search.shapes import HIGHEST_TEXT, Binder, collect, fetch
+from storage.search.values import MAX_INSTANT, MIN_INSTANT
 from storage.tables import (
     DateIndexRow,
     ReferenceIndexRow,
@@ -45,7 +46,7 @@ DATES: Columns = DateIndexRow.__table__.c  # type: ignore[attr-defined]
 REFERENCES: Columns = ReferenceIndexRow.__table__.c  # type: ignore[attr-defined]
 _INDEX_FOR = {"token": TOKENS, "uri": TOKENS, "string": STRINGS, "date": DATES,
               "reference": REFERENCES}
-_HIGHEST_TEXT = "\U0010ffff"
+_HIGHEST_TEXT = HIGHEST_TEXT
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,9 @@ class Page:
 # ----------------------------------------------------------------------------- filters
 
 
-def _date_clause(low: Any, high: Any, value: DateValue) -> ColumnElement[bool]:
+def _date_clause(low: Any, high: Any, value: DateValue, b: Binder) -> ColumnElement[bool]:
     """FHIR date comparison between a stored range and a query range (both [low, high))."""
-    pl, ph = value.low, value.high
+    pl, ph = b.take("date.low"), b.take("date.high")
     clauses: dict[str, ColumnElement[bool]] = {
         "eq": and_(low >= pl, high <= ph),
         "ne": or_(low < pl, high > ph),
@@ -82,43 +83,44 @@ def _date_clause(low: Any, high: Any, value: DateValue) -> ColumnElement[bool]:
     return clauses[value.prefix]
 
 
-def _value_clause(kind: str, value: Any, modifier: str | None) -> ColumnElement[bool]:
+def _value_clause(kind: str, value: Any, modifier: str | None,
+                  b: Binder) -> ColumnElement[bool]:
+    """Values (cut, normalised, escaped) come from ``shapes.collect``; only structure here."""
     if kind in ("token", "uri"):
         assert isinstance(value, TokenValue)
         parts: list[ColumnElement[bool]] = []
         if value.code is not None:
-            parts.append(TOKENS.code == value.code[:CODE_WIDTH])
+            parts.append(TOKENS.code == b.take("token.code"))
         if value.system is None:
             parts.append(TOKENS.system.is_(None))
         elif isinstance(value.system, str):
-            parts.append(TOKENS.system == value.system[:CODE_WIDTH])
+            parts.append(TOKENS.system == b.take("token.system"))
         return and_(true(), *parts)
     if kind == "string":
         assert isinstance(value, str)
         if modifier == "exact":
-            return STRINGS.exact == value[:TEXT_WIDTH]
-        text = normalize_text(value)[:CODE_WIDTH]
+            return STRINGS.exact == b.take("string.exact")
         if modifier == "contains":
-            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            return STRINGS.normalized.like(f"%{escaped}%", escape="\\")
-        return and_(STRINGS.normalized >= text, STRINGS.normalized < text + _HIGHEST_TEXT)
+            return STRINGS.normalized.like(b.take("string.like"), escape="\\")
+        return and_(STRINGS.normalized >= b.take("string.from"),
+                    STRINGS.normalized < b.take("string.below"))
     if kind == "date":
         assert isinstance(value, DateValue)
-        return _date_clause(DATES.low, DATES.high, value)
+        return _date_clause(DATES.low, DATES.high, value, b)
     assert isinstance(value, ReferenceValue)
-    clause = REFERENCES.target_id == value.target_id[:TEXT_WIDTH]
+    clause = REFERENCES.target_id == b.take("reference.id")
     if value.target_type is not None:
-        clause = and_(clause, REFERENCES.target_type == value.target_type)
+        clause = and_(clause, REFERENCES.target_type == b.take("reference.type"))
     return clause
 
 
-def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
+def criterion_clause(resource_type: str, criterion: Criterion, b: Binder) -> ColumnElement[bool]:
     """A WHERE clause on the resource table for one criterion."""
     if criterion.name == "_id":
-        ids = [v.code for v in criterion.values if isinstance(v, TokenValue)]
+        ids = [b.take("id") for _ in criterion.values]
         return R.resource_id.not_in(ids) if criterion.modifier == "not" else R.resource_id.in_(ids)
     if criterion.name == "_lastUpdated":
-        return or_(*(_date_clause(R.last_updated, R.last_updated + 1, v)
+        return or_(*(_date_clause(R.last_updated, R.last_updated + 1, v, b)
                      for v in criterion.values if isinstance(v, DateValue)))
 
     index = _INDEX_FOR[criterion.type]
@@ -132,20 +134,21 @@ def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[
         for target_type, chained in zip(target_types.split(","), inner, strict=True):
             targets = select(R.resource_id).where(
                 R.resource_type == target_type, R.deleted == false(),
-                criterion_clause(target_type, chained))
+                criterion_clause(target_type, chained, b))
             per_target.append(and_(REFERENCES.target_type == target_type,
                                    REFERENCES.target_id.in_(targets)))
         return R.pk.in_(rows.where(or_(*per_target)))
-    matching = rows.where(or_(*(_value_clause(criterion.type, v, criterion.modifier)
+    matching = rows.where(or_(*(_value_clause(criterion.type, v, criterion.modifier, b)
                                 for v in criterion.values)))
     if criterion.modifier == "not":
         return R.pk.not_in(matching)
     return R.pk.in_(matching)
 
 
-def _filters(query: SearchQuery, extra: Sequence[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
+def _filters(query: SearchQuery, b: Binder,
+             extra: Sequence[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
     clauses = [R.resource_type == query.resource_type, R.deleted == false()]
-    clauses.extend(criterion_clause(query.resource_type, c) for c in query.criteria)
+    clauses.extend(criterion_clause(query.resource_type, c, b) for c in query.criteria)
     clauses.extend(extra)
     return clauses
 
@@ -223,22 +226,46 @@ def _fits(value: Any, kind: Any) -> bool:
     return "\x00" not in value
 
 
-async def search_page(conn: AsyncConnection, query: SearchQuery,
-                      extra_filters: Sequence[ColumnElement[bool]] = ()) -> Page:
-    """One page of matches, ordered by ``query.sort`` then insertion order."""
+def _page_statement(query: SearchQuery, backwards: bool, b: Binder,
+                    extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
+    """The page query; takes values in ``shapes.collect`` order (filters, cursor, limit)."""
     expressions = [_sort_expression(query.resource_type, key) for key in query.sort] + [R.pk]
     directions = [key.descending for key in query.sort] + [False]
-    backwards = False
     stmt: Select[Any] = select(R.pk, R.resource_type, R.resource_id, R.content,
-                               *expressions[:-1]).where(*_filters(query, extra_filters))
+                               *expressions[:-1]).where(*_filters(query, b, extra))
     if query.cursor:
-        values, backwards = decode_search_cursor(query.cursor, query.sort)
         if backwards:
             directions = [not d for d in directions]
+        values = [b.take("cursor") for _ in expressions]
         stmt = stmt.where(_keyset_clause(expressions, directions, values))
     order = [e.desc() if d else e.asc() for e, d in zip(expressions, directions, strict=True)]
+    return stmt.order_by(*order).limit(b.take("limit"))
+
+
+def _count_statement(query: SearchQuery, b: Binder,
+                     extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
+    return select(func.count()).select_from(ResourceRow.__table__).where(  # type: ignore[attr-defined]
+        *_filters(query, b, extra))
+
+
+async def search_page(conn: AsyncConnection, query: SearchQuery,
+                      extra_filters: Sequence[ColumnElement[bool]] = ()) -> Page:
+    """One page of matches, ordered by ``query.sort`` then insertion order.
+
+    Without ``extra_filters`` the statement comes compiled from the shape cache
+    (``storage.search.shapes``); with them it is built and executed as usual.
+    """
+    cursor = decode_search_cursor(query.cursor, query.sort) if query.cursor else None
+    backwards = cursor is not None and cursor[1]
+    key, b = collect(query, "page", cursor)
+    rows: Sequence[Sequence[Any]]
+    if extra_filters:
+        stmt = _page_statement(query, backwards, b, extra_filters)
+        b.done()
+        rows = (await conn.execute(stmt, b.params())).all()
+    else:
+        rows = await fetch(conn, key, b, lambda binder: _page_statement(query, backwards, binder))
     limit = query.count or 0
-    rows = (await conn.execute(stmt.order_by(*order).limit(limit + 1))).all()
     matches = [Match(row[0], row[1], row[2], row[3], (*row[4:], row[0]))
                for row in rows[:limit]]
     if backwards:
@@ -248,9 +275,13 @@ async def search_page(conn: AsyncConnection, query: SearchQuery,
 
 async def count_matches(conn: AsyncConnection, query: SearchQuery,
                         extra_filters: Sequence[ColumnElement[bool]] = ()) -> int:
-    stmt = select(func.count()).select_from(ResourceRow.__table__).where(  # type: ignore[attr-defined]
-        *_filters(query, extra_filters))
-    return int((await conn.execute(stmt)).scalar_one())
+    key, b = collect(query, "count")
+    if extra_filters:
+        stmt = _count_statement(query, b, extra_filters)
+        b.done()
+        return int((await conn.execute(stmt, b.params())).scalar_one())
+    rows = await fetch(conn, key, b, lambda binder: _count_statement(query, binder))
+    return int(rows[0][0])
 
 
 async def included_resources(conn: AsyncConnection, spec: IncludeSpec,

@@ -48,3 +48,9 @@ def test_bad_values_are_refused_with_the_variable_named(variable: str, value: st
 def test_public_url_loses_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARNET_PUBLIC_URL", "https://carnet.example.fr/")
     assert Settings().public_url == "https://carnet.example.fr"
+
+
+def test_untested_postgresql_drivers_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_DATABASE_URL", "postgresql+psycopg://u@h/db")
+    with pytest.raises(ValidationError, match="unsupported database URL scheme"):
+        Settings()
