@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -41,6 +42,15 @@ def _written_response(request: Request, settings: Settings,
     if prefer(request).get("return") == "minimal":
         return Response(status_code=status, headers=headers)
     return fhir_json(written.content, status, headers, wants_pretty(request))
+
+
+async def _incoming_resource(request: Request, settings: Settings,
+                             resource_type: str) -> dict[str, Any]:
+    """The validated resource of a create or update body, for the type the URL names."""
+    check_acceptable(request)
+    interactions.check_type(resource_type)
+    return interactions.validate(await read_json_resource(request, settings.max_body_bytes),
+                                 resource_type)
 
 
 async def _search_response(request: Request, settings: Settings, db: Database,
@@ -114,10 +124,7 @@ async def search_post(resource_type: str, request: Request, settings: SettingsDe
 @router.post("/{resource_type}", summary="create")
 async def create(resource_type: str, request: Request, settings: SettingsDep,
                  db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
-    resource = interactions.validate(
-        await read_json_resource(request, settings.max_body_bytes), resource_type)
+    resource = await _incoming_resource(request, settings, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
     async with db.write() as conn:
         if if_none_exist:
@@ -131,10 +138,7 @@ async def create(resource_type: str, request: Request, settings: SettingsDep,
 @router.put("/{resource_type}", summary="conditional update")
 async def conditional_update(resource_type: str, request: Request, settings: SettingsDep,
                              db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
-    resource = interactions.validate(
-        await read_json_resource(request, settings.max_body_bytes), resource_type)
+    resource = await _incoming_resource(request, settings, resource_type)
     async with db.write() as conn:
         written = await interactions.conditional_update(conn, resource_type,
                                                         request.url.query, resource)
@@ -168,11 +172,8 @@ async def read(resource_type: str, resource_id: str, request: Request,
 @router.put("/{resource_type}/{resource_id}", summary="update (or create with this id)")
 async def update(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
                  db: DatabaseDep) -> Response:
-    check_acceptable(request)
-    interactions.check_type(resource_type)
     interactions.check_id(resource_id)
-    resource = interactions.validate(
-        await read_json_resource(request, settings.max_body_bytes), resource_type)
+    resource = await _incoming_resource(request, settings, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with db.write() as conn:
         written = await interactions.update(conn, resource_type, resource_id, resource,
