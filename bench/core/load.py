@@ -1,0 +1,148 @@
+"""Bulk-loading the Patients that the read and search figures run over.
+
+The load is checked (row counts, spot-checked answers) before anything is
+measured, so a fast but wrong server can never produce a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from . import INS_SYSTEM, WORK, BenchError
+from .database import admin
+from .server import Server
+
+FAMILIES = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand",
+            "Leroy", "Moreau", "Simon", "Laurent", "Lefèvre", "Michel", "Garcia", "David",
+            "Bertrand", "Roux", "Vincent", "Fournier"]
+GIVENS = ["Jean", "Marie", "Pierre", "Camille", "Louis", "Chloé", "Hugo", "Léa", "Jules",
+          "Manon", "Gabriel", "Inès", "Arthur", "Jade", "Raphaël", "Zoé", "Adam", "Emma",
+          "Noé", "Alice"]
+
+
+
+def patient(rng: random.Random, value: str) -> dict[str, Any]:
+    year = rng.randint(1930, 2020)
+    return {"resourceType": "Patient",
+            "identifier": [{"system": INS_SYSTEM, "value": value}],
+            "name": [{"family": rng.choice(FAMILIES), "given": [rng.choice(GIVENS)]}],
+            "gender": rng.choice(("male", "female")),
+            "birthDate": f"{year:04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"}
+
+
+async def _load(base: str, n: int, bundle_size: int, loaders: int) -> list[tuple[str, str]]:
+    """POST transaction Bundles; returns (identifier value, assigned id) for every Patient."""
+    import httpx
+    import orjson
+
+    values = [f"1{i:014d}" for i in range(n)]  # 15 digits, unique
+    chunks = [range(start, min(start + bundle_size, n)) for start in range(0, n, bundle_size)]
+    ids: list[str | None] = [None] * n
+    queue: asyncio.Queue[range] = asyncio.Queue()
+    for chunk in chunks:
+        queue.put_nowait(chunk)
+    done = 0
+    next_report = 0.0
+    started = time.perf_counter()
+
+    async def loader(number: int, client: httpx.AsyncClient) -> None:
+        nonlocal done, next_report
+        rng = random.Random(number)
+        while True:
+            try:
+                chunk = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            bundle = {"resourceType": "Bundle", "type": "transaction",
+                      "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                                 "resource": patient(rng, values[i]),
+                                 "request": {"method": "POST", "url": "Patient"}}
+                                for i in chunk]}
+            response = await client.post("/fhir", content=orjson.dumps(bundle))
+            if response.status_code != 200:
+                raise BenchError(f"load Bundle answered {response.status_code}: "
+                                 f"{response.text[:2000]}")
+            entries = response.json().get("entry", [])
+            if len(entries) != len(chunk):
+                raise BenchError(f"load Bundle of {len(chunk)} answered {len(entries)} entries")
+            for i, e in zip(chunk, entries, strict=True):
+                answer = e["response"]
+                if not answer["status"].startswith("201"):
+                    raise BenchError(f"load entry answered {answer}")
+                ids[i] = answer["location"].split("/")[1]  # Patient/<id>/_history/1
+            done += len(chunk)
+            elapsed = time.perf_counter() - started
+            if done / n >= next_report or done == n:
+                print(f"  loaded {done:>9,}/{n:,} ({done / elapsed:,.0f} resources/s)",
+                      flush=True)
+                next_report += 0.1
+
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
+        await asyncio.gather(*(loader(k, client) for k in range(loaders)))
+    assert all(i is not None for i in ids)
+    return list(zip(values, ids, strict=True))  # type: ignore[arg-type]
+
+
+def load(args: argparse.Namespace, server: Server, db_url: str) -> dict[str, Any]:
+    n = args.resources
+    print(f"loading {n:,} Patients: transaction Bundles of {args.bundle_size}, "
+          f"{args.loaders} concurrent loaders", flush=True)
+    started = time.perf_counter()
+    pairs = asyncio.run(_load(server.url, n, args.bundle_size, args.loaders))
+    seconds = time.perf_counter() - started
+    counts = admin(args, database=args.db_name, fetch=(
+        "SELECT (SELECT count(*) FROM resource WHERE resource_type = 'Patient') AS resources, "
+        "(SELECT count(*) FROM token_index WHERE resource_type = 'Patient' "
+        f" AND param = 'identifier' AND system = '{INS_SYSTEM}') AS identifiers"))[0]
+    if counts["resources"] != n or counts["identifiers"] != n:
+        raise BenchError(f"after loading {n} Patients the database holds {counts['resources']} "
+                         f"resources and {counts['identifiers']} identifier index rows")
+    vacuum_started = time.perf_counter()
+    admin(args, "VACUUM ANALYZE", database=args.db_name)
+    vacuum_seconds = time.perf_counter() - vacuum_started
+    size = admin(args, database=args.db_name,
+                 fetch="SELECT pg_size_pretty(pg_database_size(current_database())) AS s")[0]["s"]
+    print(f"  {n:,} Patients in {seconds:.1f}s ({n / seconds:,.0f}/s); VACUUM ANALYZE "
+          f"{vacuum_seconds:.1f}s; database {size}", flush=True)
+
+    rng = random.Random(7)
+    shuffled = pairs[:]
+    rng.shuffle(shuffled)
+    read_paths = WORK / "read_paths.txt"
+    search_paths = WORK / "search_paths.txt"
+    read_paths.write_text("".join(f"/fhir/Patient/{rid}\n" for _, rid in shuffled))
+    rng.shuffle(shuffled)
+    search_paths.write_text("".join(
+        f"/fhir/Patient?identifier={quote(INS_SYSTEM + '|' + value, safe='')}\n"
+        for value, _ in shuffled))
+    spot_check(server.url, rng.sample(pairs, min(50, n)))
+    return {"seconds": seconds, "rate": n / seconds, "db_size": size,
+            "read_paths": read_paths, "search_paths": search_paths}
+
+
+def spot_check(base: str, sample: list[tuple[str, str]]) -> None:
+    """Read and search answers must be right, not only fast."""
+    import httpx
+
+    with httpx.Client(base_url=base, headers={"Accept": "application/fhir+json"}) as client:
+        for value, rid in sample:
+            r = client.get(f"/fhir/Patient/{rid}")
+            body = r.json()
+            if r.status_code != 200 or body.get("id") != rid or \
+                    body["identifier"][0]["value"] != value:
+                raise BenchError(f"read Patient/{rid} answered {r.status_code}: {r.text[:500]}")
+            r = client.get("/fhir/Patient", params={"identifier": f"{INS_SYSTEM}|{value}"})
+            body = r.json()
+            found = [e["resource"]["id"] for e in body.get("entry", [])]
+            if r.status_code != 200 or body.get("total") != 1 or found != [rid]:
+                raise BenchError(f"search identifier={value} answered {r.status_code} "
+                                 f"total={body.get('total')} ids={found}, expected [{rid}]")
+    print(f"  spot check: {len(sample)} reads and searches answered correctly", flush=True)
+

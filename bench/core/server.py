@@ -1,0 +1,185 @@
+"""Starting and stopping ``carnet serve`` and the floor app, and watching their workers.
+
+Each server runs in its own process group so it can be stopped as a whole, and
+its log is kept in ``bench/.work/`` to check readiness and count tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import BENCH, ROOT, WORK, BenchError, Config
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    log_file: Any
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        self.log_file.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        """SIGINT the process group this script created (uvicorn shuts down gracefully)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log_file.close()
+
+
+def start_process(name: str, cmd: list[str], env: dict[str, str], port: int) -> Server:
+    log_path = WORK / f"{name}.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed by Server.stop
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # own process group: stopped as a whole
+    return Server(name, proc, port, log_path, log_file)
+
+
+def wait_ready(server: Server, path: str, workers: int, timeout: float = 60.0) -> None:
+    """Wait for ``path`` to answer 200 and for every worker to log its startup."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    ok = False
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchError(f"{server.name} exited with code {server.proc.returncode}:\n"
+                             f"{server.log_tail()}")
+        if not ok:
+            with contextlib.suppress(httpx.HTTPError):
+                ok = httpx.get(server.url + path, timeout=2).status_code == 200
+        if ok:
+            started = server.log_path.read_text(errors="replace").count(
+                "Application startup complete")
+            if started >= workers:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"{server.name} not ready after {timeout:.0f}s:\n{server.log_tail()}")
+
+
+def carnet_command() -> list[str]:
+    exe = Path(sys.executable).with_name("carnet")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("carnet")
+    return [found] if found else [sys.executable, "-m", "service.cli"]
+
+
+def start_carnet(args: argparse.Namespace, config: Config, db_url: str) -> Server:
+    port = free_port()
+    env = {**os.environ, "CARNET_DATABASE_URL": db_url, "CARNET_LOG_LEVEL": "info",
+           "CARNET_DATA_DIR": str(WORK / "carnet-data")}
+    env.pop("CARNET_DB_POOL_SIZE", None)
+    if config.pool_size is not None:
+        env["CARNET_DB_POOL_SIZE"] = str(config.pool_size)
+    cmd = [*carnet_command(), "serve", "--workers", str(config.workers), "--host", "127.0.0.1",
+           "--port", str(port)]
+    if args.app_factory:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
+                                                          env.get("PYTHONPATH", "")]))
+        cmd = [sys.executable, "-m", "uvicorn", args.app_factory, "--factory", "--app-dir",
+               str(BENCH), "--workers", str(config.workers), "--host", "127.0.0.1", "--port",
+               str(port), "--no-access-log", "--log-level", "info"]
+    server = start_process("carnet", cmd, env, port)
+    wait_ready(server, "/fhir/metadata", config.workers)
+    return server
+
+
+def start_floor(workers: int) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "floor_app:app", "--app-dir", str(BENCH),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--no-access-log", "--log-level", "info"]
+    server = start_process("floor", cmd, dict(os.environ), port)
+    wait_ready(server, "/floor", workers)
+    return server
+
+
+def connection_spread(server: Server) -> list[int]:
+    """Established client connections held by each worker of ``server``, largest first.
+
+    uvicorn's workers share one listening socket and a worker accepts whatever
+    connections arrive while it is free, so wrk's connections (opened together at
+    the start of a run) can be spread unevenly; a skewed spread caps throughput.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port == server.port and fields[3] == "01":  # ESTABLISHED, server side
+                    inodes.add(fields[9])
+    counts = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == server.proc.pid:
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[2]) != server.proc.pid or \
+                    b"resource_tracker" in (entry / "cmdline").read_bytes():
+                continue
+            held = 0
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and target[8:-1] in inodes:
+                        held += 1
+            counts.append(held)
+    if not counts:  # a single worker serves in the main process
+        counts = [len(inodes)]
+    return sorted(counts, reverse=True)
+
+
+
+def log_problems(server: Server) -> dict[str, int]:
+    """Tracebacks in the server log, by exception; counted, never hidden.
+
+    ``ClientDisconnect`` is expected a few times per wrk run: wrk closes its
+    connections at the deadline while requests are in flight.
+    """
+    lines = server.log_path.read_text(errors="replace").splitlines()
+    problems: dict[str, int] = {}
+    in_traceback = False
+    for line in lines:
+        if line.startswith("Traceback"):
+            in_traceback = True
+        elif in_traceback and line and not line.startswith((" ", "\t", "Traceback",
+                                                              "During handling", "The above")):
+            name = line.split(":", 1)[0].strip()
+            problems[name] = problems.get(name, 0) + 1
+            in_traceback = False
+    return problems
+
