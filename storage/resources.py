@@ -143,6 +143,16 @@ SELECT pk FROM new_resource
 """)
 
 
+# How each kind of IndexEntries tuple maps onto its index table: one mapping for
+# both write paths (the PostgreSQL statement's arrays and the generic inserts).
+_ENTRY_COLUMNS: tuple[tuple[Table, str, tuple[str, ...]], ...] = (
+    (TOKENS, "tokens", ("param", "system", "code")),
+    (STRINGS, "strings", ("param", "normalized", "exact")),
+    (DATES, "dates", ("param", "low", "high")),
+    (REFERENCES, "references", ("param", "target_type", "target_id")),
+)
+
+
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Index entries as one list per column (the arrays ``unnest`` reads)."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
@@ -154,18 +164,14 @@ async def insert_resource(conn: AsyncConnection, resource: dict[str, Any], conte
     resource_type, resource_id = resource["resourceType"], resource["id"]
     if conn.dialect.name == "postgresql":
         entries = extract_index_entries(resource)
-        tokens, strings = _columns(entries.tokens, 3), _columns(entries.strings, 3)
-        dates, references = _columns(entries.dates, 3), _columns(entries.references, 3)
-        new_pk = (await conn.execute(_PG_INSERT_RESOURCE, {
-            "resource_type": resource_type, "resource_id": resource_id,
-            "last_updated": last_updated, "content": content, "method": method,
-            "token_param": tokens[0], "token_system": tokens[1], "token_code": tokens[2],
-            "string_param": strings[0], "string_normalized": strings[1],
-            "string_exact": strings[2],
-            "date_param": dates[0], "date_low": dates[1], "date_high": dates[2],
-            "reference_param": references[0], "reference_target_type": references[1],
-            "reference_target_id": references[2],
-        })).scalar_one_or_none()
+        params: dict[str, Any] = {"resource_type": resource_type, "resource_id": resource_id,
+                                  "last_updated": last_updated, "content": content,
+                                  "method": method}
+        for table, attribute, columns in _ENTRY_COLUMNS:
+            prefix = table.name.removesuffix("_index")
+            values = _columns(getattr(entries, attribute), len(columns))
+            params.update((f"{prefix}_{column}", values[i]) for i, column in enumerate(columns))
+        new_pk = (await conn.execute(_PG_INSERT_RESOURCE, params)).scalar_one_or_none()
         if new_pk is None:
             raise DuplicateResource(f"{resource_type}/{resource_id} already exists")
         return int(new_pk)
@@ -232,17 +238,9 @@ async def _delete_indexes(conn: AsyncConnection, pk: int) -> None:
 async def _write_indexes(conn: AsyncConnection, pk: int, resource: dict[str, Any]) -> None:
     rtype = resource["resourceType"]
     entries = extract_index_entries(resource)
-    batches: list[tuple[Table, list[dict[str, Any]]]] = [
-        (TOKENS, [dict(resource_pk=pk, resource_type=rtype, param=p, system=s, code=c)
-                         for p, s, c in entries.tokens]),
-        (STRINGS, [dict(resource_pk=pk, resource_type=rtype, param=p, normalized=n,
-                               exact=e) for p, n, e in entries.strings]),
-        (DATES, [dict(resource_pk=pk, resource_type=rtype, param=p, low=lo, high=hi)
-                        for p, lo, hi in entries.dates]),
-        (REFERENCES, [dict(resource_pk=pk, resource_type=rtype, param=p, target_type=t,
-                                  target_id=i) for p, t, i in entries.references]),
-    ]
-    for table, rows in batches:
+    for table, attribute, columns in _ENTRY_COLUMNS:
+        rows = [dict(zip(columns, values, strict=True), resource_pk=pk, resource_type=rtype)
+                for values in getattr(entries, attribute)]
         if rows:
             await conn.execute(insert(table), rows)
 
