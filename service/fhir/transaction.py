@@ -74,8 +74,8 @@ class BundleContext:
     return_representation: bool
 
 
-def _written(w: interactions.Written, status: str | None = None) -> Outcome:
-    return Outcome(status or ("201 Created" if w.created else "200 OK"),
+def _written(w: interactions.Written) -> Outcome:
+    return Outcome("201 Created" if w.created else "200 OK",
                    location=w.location, etag=etag(w.version_id),
                    last_modified=fhir_instant(w.last_updated), resource=w.content)
 
