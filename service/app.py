@@ -7,12 +7,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
+from auth.idp.config import IdpConfig
+from auth.idp.routes import router as idp_router
+from auth.keys import KeyStore
+from auth.tokens import JwksCache, TokenVerifier
 from service.errors import install_error_handlers
 from service.fhir.capability import SOFTWARE_VERSION
+from service.fhir.insi import router as insi_router
 from service.fhir.routes import router as fhir_router
+from service.fhir.smart import router as smart_router
 from service.settings import Settings
 from storage.db import Database
 
@@ -39,6 +46,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             yield
         finally:
             await own.dispose()
+            await app.state.jwks_client.aclose()
 
     app = FastAPI(title="Carnet", version=SOFTWARE_VERSION, lifespan=lifespan,
                   description="Health-document exchange: FHIR R4, IHE MHD, INS, e-CPS.")
@@ -46,10 +54,35 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if database is not None:
         app.state.database = database
     install_error_handlers(app)
+    app.include_router(smart_router)
+    app.include_router(insi_router)
     app.include_router(fhir_router)
+    keys = KeyStore(settings.effective_keys_dir)
+    if settings.idp_enabled:
+        app.state.idp_config = idp_config(settings, keys)
+        app.include_router(idp_router)
+    # The embedded provider is reached through the app itself (no socket), so that a
+    # process never waits on its own port.
+    app.state.jwks_client = (httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+                             if settings.issuer_is_embedded else httpx.AsyncClient(timeout=5.0))
+    app.state.token_verifier = token_verifier(settings, app.state.jwks_client)
 
     @app.get("/health", tags=["operations"], summary="liveness")
     async def health() -> ORJSONResponse:
         return ORJSONResponse({"status": "ok"})
 
     return app
+
+
+def idp_config(settings: Settings, keys: KeyStore) -> IdpConfig:
+    return IdpConfig(issuer=settings.embedded_issuer, audience=settings.token_audience,
+                     keys=keys, access_token_ttl=settings.access_token_ttl,
+                     refresh_token_ttl=settings.refresh_token_ttl,
+                     secure_cookies=settings.local_url.startswith("https://"))
+
+
+def token_verifier(settings: Settings, client: httpx.AsyncClient) -> TokenVerifier:
+    """Tokens are checked against the issuer's JWKS fetched over HTTP, as for any issuer."""
+    return TokenVerifier(issuer=settings.effective_issuer, audience=settings.token_audience,
+                         keys=JwksCache(settings.effective_jwks_url, client),
+                         leeway=settings.token_leeway)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import click
 import orjson
 import uvicorn
 from pydantic import ValidationError
 
+from auth.keys import KeyStore
+from service import mint
 from service.settings import Settings
 from storage.db import Database
 
@@ -29,14 +33,10 @@ async def _prepare(settings: Settings, demo: bool) -> dict[str, object] | None:
         if demo:
             from service.demo import seed_demo
 
-            return await seed_demo(db, f"{settings.public_url or _local_url(settings)}/fhir")
+            return await seed_demo(db, f"{settings.local_url}/fhir")
         return None
     finally:
         await db.dispose()
-
-
-def _local_url(settings: Settings) -> str:
-    return f"http://{settings.host}:{settings.port}"
 
 
 @click.group(help="Carnet: health-document exchange over FHIR R4.")
@@ -56,7 +56,7 @@ def serve(demo: bool, host: str | None, port: int | None, workers: int) -> None:
         os.environ["CARNET_PORT"] = str(port)
     settings = _settings()
     asyncio.run(_prepare(settings, demo))
-    click.echo(f"Carnet FHIR API on {_local_url(settings)}/fhir "
+    click.echo(f"Carnet FHIR API on {settings.local_url}/fhir "
                f"(database: {settings.effective_database_url.split('://')[0]})", err=True)
     uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=workers, log_level=settings.log_level, access_log=False)
@@ -77,6 +77,77 @@ def seed(demo: bool, as_json: bool) -> None:
         sys.stdout.write(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         click.echo("demo data seeded", err=True)
+
+
+@main.command(help="Run the mock Pro Santé Connect identity provider on its own.")
+@click.option("--host", default=None, help="Listen address (CARNET_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (CARNET_PORT, default 8000).")
+def idp(host: str | None, port: int | None) -> None:
+    from auth.idp.app import standalone_app
+    from service.app import idp_config
+
+    if host:
+        os.environ["CARNET_HOST"] = host
+    if port:
+        os.environ["CARNET_PORT"] = str(port)
+    settings = _settings()
+    config = idp_config(settings, KeyStore(settings.effective_keys_dir))
+    click.echo(f"mock Pro Santé Connect: issuer {config.issuer}", err=True)
+    uvicorn.run(standalone_app(config, settings.effective_database_url), host=settings.host,
+                port=settings.port, log_level=settings.log_level, access_log=False)
+
+
+@main.group(help="The identity provider's signing keys.")
+def keys() -> None:
+    pass
+
+
+@keys.command(help="Add a new signing key; older keys stay published until their tokens expire.")
+@click.option("--keep", type=int, default=None,
+              help="Seconds the previous keys stay in the JWKS (default: token lifetime + leeway).")
+def rotate(keep: int | None) -> None:
+    settings = _settings()
+    keep_seconds = keep if keep is not None else settings.access_token_ttl + settings.token_leeway
+    kid = KeyStore(settings.effective_keys_dir).rotate(keep_seconds)
+    click.echo(f"new signing key {kid}; previous keys published for {keep_seconds} s more",
+               err=True)
+
+
+def _minted(minting: Coroutine[Any, Any, str]) -> str:
+    try:
+        return asyncio.run(minting)
+    except mint.CannotMint as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group(help="Print a bearer token for scripts and harnesses (same data directory).")
+def token() -> None:
+    pass
+
+
+@token.command("professional", help="A Pro Santé Connect (e-CPS) token for a professional.")
+@click.option("--rpps", required=True, help="11-digit RPPS number from the directory.")
+@click.option("--scope", default="openid scope_all", show_default=True)
+def token_professional(rpps: str, scope: str) -> None:
+    from auth.idp.claims import professional_subject
+
+    click.echo(_minted(mint.user_token(_settings(), professional_subject(rpps), scope)))
+
+
+@token.command("patient", help="A token for a patient identified by INS.")
+@click.option("--ins", "nir", required=True, help="The patient's 15-character INS (NIR).")
+@click.option("--scope", default="openid patient/*.rs", show_default=True)
+def token_patient(nir: str, scope: str) -> None:
+    from auth.idp.claims import patient_subject
+
+    click.echo(_minted(mint.user_token(_settings(), patient_subject(nir), scope)))
+
+
+@token.command("app", help="A client-credentials token for a registered app.")
+@click.option("--client-id", required=True)
+@click.option("--scope", required=True, help='e.g. "system/DocumentReference.rs"')
+def token_app(client_id: str, scope: str) -> None:
+    click.echo(_minted(mint.app_token(_settings(), client_id, scope)))
 
 
 if __name__ == "__main__":

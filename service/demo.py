@@ -1,7 +1,9 @@
 """Demo data for ``carnet serve --demo`` and ``carnet seed --demo``.
 
-Seeded through the same transaction code as any client's Bundle, with
-conditional creates, so seeding twice changes nothing.
+Seeds the national directory mocks (INSi identities, RPPS professionals), a
+registered third-party app, and Carnet's own FHIR resources through the same
+transaction code as any client's Bundle, with conditional creates, so seeding
+twice changes nothing.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from typing import Any
 
 import orjson
 
+from fhir_profiles.ins import INS_SLICES, InsTraits, nir_key, patient_with_ins
+from service.access import INTERNAL
 from service.fhir.transaction import BundleContext, process
+from service.identity import name_key
+from storage import directory, oauth
 from storage.db import Database
+from storage.directory import InsIdentity, Professional
+from storage.oauth import OAuthClient
 
-INS_NIR_TEST = "urn:oid:1.2.250.1.213.1.4.10"
+INS_NIR_TEST = INS_SLICES["INS-NIR-TEST"]
 IDNAT_PS = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS = "urn:oid:1.2.250.1.71.4.2.2"
-
-
-def nir_key(first13: str) -> str:
-    """INS key: 97 - (n mod 97); Corsica's 2A/2B count as 19/18."""
-    digits = first13.upper().replace("2A", "19", 1).replace("2B", "18", 1)
-    return f"{97 - int(digits) % 97:02d}"
+TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
 
 
 def _nir(first13: str) -> str:
@@ -33,20 +36,44 @@ ORGANIZATIONS = [
     ("org-chu-demo", "1750000018", "CHU de Démonstration"),
     ("org-pharma-demo", "1750000026", "Pharmacie du Carnet"),
 ]
+# (local key, RPPS, family, given, profession TRE_G15, savoir-faire, organisation key)
 PRACTITIONERS = [
-    # (local key, RPPS, family, given, profession code TRE_G15)
-    ("ps-martin", "10000000001", "MARTIN", "Claire", "10"),
-    ("ps-bernard", "10000000002", "BERNARD", "Paul", "10"),
-    ("ps-petit", "10000000003", "PETIT", "Sophie", "21"),
-    ("ps-durand", "10000000004", "DURAND", "Luc", "60"),
-    ("ps-moreau", "10000000005", "MOREAU", "Anne", "70"),
+    ("ps-martin", "10000000001", "MARTIN", "Claire", "10", "SM54", "org-chu-demo"),
+    ("ps-bernard", "10000000002", "BERNARD", "Paul", "10", "SM26", "org-chu-demo"),
+    ("ps-petit", "10000000003", "PETIT", "Sophie", "21", None, "org-pharma-demo"),
+    ("ps-durand", "10000000004", "DURAND", "Luc", "60", None, "org-chu-demo"),
+    ("ps-moreau", "10000000005", "MOREAU", "Anne", "70", None, "org-chu-demo"),
 ]
+# (local key, NIR, birth family name, birth first names, gender, birth date, INSEE birthplace,
+#  attending doctor's key). Keys without a record in Carnet are INSi-only identities.
 PATIENTS = [
-    # (local key, NIR, birth family name, first names, gender, birth date, INSEE birthplace)
-    ("pat-1", "253072A07300443", "CORSE", ["Marie", "Ange"], "female", "1953-07-21", "2A073"),
-    ("pat-2", _nir("2850575056123"), "LEROY", ["Julie"], "female", "1985-05-12", "75056"),
-    ("pat-3", _nir("1721169123045"), "GARNIER", ["Jean", "Pierre"], "male", "1972-11-03", "69123"),
+    ("pat-1", "253072A07300443", "CORSE", ("Marie", "Ange"), "female", "1953-07-21", "2A073",
+     "ps-martin"),
+    ("pat-2", _nir("2850575056123"), "LEROY", ("Julie",), "female", "1985-05-12", "75056",
+     None),
+    ("pat-3", _nir("1721169123045"), "GARNIER", ("Jean", "Pierre"), "male", "1972-11-03",
+     "69123", None),
 ]
+INSI_ONLY = [
+    ("insi-4", _nir("1900133055012"), "DUPONT-ÉLOI", ("Lucas",), "male", "1990-01-14", "33055",
+     None),
+]
+DEMO_APP_SECRET = "demo-app-secret"  # demo data only: never seeded outside --demo
+DEMO_APP = OAuthClient(
+    client_id="demo-app", name="Application de démonstration",
+    secret_hash=oauth.secret_hash(DEMO_APP_SECRET),
+    redirect_uris=("http://127.0.0.1:8765/callback", "http://localhost:8765/callback"),
+    allowed_scopes="openid offline_access scope_all patient/*.rs patient/DocumentReference.c "
+                   "user/*.cruds system/Patient.crus system/Observation.crus "
+                   "system/DocumentReference.crus system/Binary.cr system/List.crus "
+                   "system/Practitioner.rs system/Organization.rs",
+    grant_types=("authorization_code", "refresh_token", "client_credentials"))
+
+
+def _identity(row: tuple[Any, ...]) -> InsIdentity:
+    _key, nir, family, given, gender, birth, place, _doctor = row
+    return InsIdentity(INS_NIR_TEST, nir, family, given, gender, birth, place,
+                       email=f"{nir}@patient.demo.carnet.test")
 
 
 def _entry(key: str, resource: dict[str, Any], if_none_exist: str) -> dict[str, Any]:
@@ -55,29 +82,30 @@ def _entry(key: str, resource: dict[str, Any], if_none_exist: str) -> dict[str, 
                         "ifNoneExist": if_none_exist}}
 
 
+def _patient(row: tuple[Any, ...]) -> dict[str, Any]:
+    _key, nir, family, given, gender, birth, place, doctor = row
+    patient = patient_with_ins(INS_NIR_TEST, nir, InsTraits(family, given[0], given, gender,
+                                                            birth, place))
+    if doctor:
+        patient["generalPractitioner"] = [{"reference": f"urn:uuid:{doctor}"}]
+    return patient
+
+
 def demo_bundle() -> dict[str, Any]:
     entries = []
     for key, finess, name in ORGANIZATIONS:
         entries.append(_entry(key, {"resourceType": "Organization", "name": name, "active": True,
                                     "identifier": [{"system": FINESS, "value": finess}]},
                               f"identifier={FINESS}|{finess}"))
-    for key, rpps, family, given, profession in PRACTITIONERS:
+    for key, rpps, family, given, profession, _sf, _org in PRACTITIONERS:
         entries.append(_entry(key, {
             "resourceType": "Practitioner", "active": True,
             "identifier": [{"system": IDNAT_PS, "value": "8" + rpps}],
             "name": [{"family": family, "given": [given]}],
-            "qualification": [{"code": {"coding": [{
-                "system": "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/"
-                          "TRE-G15-ProfessionSante", "code": profession}]}}],
+            "qualification": [{"code": {"coding": [{"system": TRE_G15, "code": profession}]}}],
         }, f"identifier={IDNAT_PS}|8{rpps}"))
-    for key, nir, family, first_names, gender, birth, _place in PATIENTS:
-        entries.append(_entry(key, {
-            "resourceType": "Patient",
-            "identifier": [{"system": INS_NIR_TEST, "value": nir, "use": "official"}],
-            "name": [{"use": "official", "family": family, "given": first_names}],
-            "gender": gender, "birthDate": birth,
-            "generalPractitioner": [{"reference": "urn:uuid:ps-martin"}] if key == "pat-1" else [],
-        }, f"identifier={INS_NIR_TEST}|{nir}"))
+    for row in PATIENTS:
+        entries.append(_entry(row[0], _patient(row), f"identifier={INS_NIR_TEST}|{row[1]}"))
     note = base64.b64encode("Compte rendu de consultation (démonstration).".encode()).decode()
     documents = [("pat-1", "11488-4", "Compte rendu de consultation"),
                  ("pat-1", "11502-2", "Résultats de biologie"),
@@ -95,14 +123,47 @@ def demo_bundle() -> dict[str, Any]:
             "content": [{"attachment": {"contentType": "text/plain", "language": "fr-FR",
                                         "title": title, "data": note}}],
         }, f"identifier=urn:ietf:rfc:3986|urn:oid:1.2.250.1.999.1.{i + 1}"))
-    for entry in entries:
-        if not entry["resource"].get("generalPractitioner", True):
-            del entry["resource"]["generalPractitioner"]
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
+async def seed_directories(db: Database) -> None:
+    """What the national services would know: INSi identities, RPPS professionals, the app."""
+    organisations = {key: name for key, _finess, name in ORGANIZATIONS}
+    async with db.write() as conn:
+        for row in (*PATIENTS, *INSI_ONLY):
+            identity = _identity(row)
+            await directory.put_identity(conn, identity, name_key(identity.birth_family_name))
+        for _key, rpps, family, given, profession, savoir_faire, org in PRACTITIONERS:
+            await directory.put_professional(conn, Professional(
+                rpps, family, given, profession, "C", savoir_faire, organisations[org]))
+        await oauth.put_client(conn, DEMO_APP)
+
+
 async def seed_demo(db: Database, base: str = "http://127.0.0.1:8000/fhir") -> dict[str, Any]:
-    """Seed (idempotently) and return the transaction-response as JSON."""
-    context = BundleContext(base, 20, 100, return_representation=False)
+    """Seed (idempotently) and describe what was seeded, with the FHIR ids."""
+    await seed_directories(db)
+    context = BundleContext(base, INTERNAL, 20, 100, return_representation=False)
     response: dict[str, Any] = orjson.loads(await process(db, demo_bundle(), context))
-    return response
+    ids = {entry["fullUrl"].removeprefix("urn:uuid:"): answer["response"]["location"]
+           .split("/_history")[0]
+           for entry, answer in zip(demo_bundle()["entry"], response["entry"], strict=True)}
+    return {
+        "patients": [{"ins": row[1], "ins_system": INS_NIR_TEST, "family": row[2],
+                      "given": list(row[3]), "birth_date": row[5], "id": ids[row[0]]}
+                     for row in PATIENTS],
+        "insi_only_identities": [{"ins": row[1], "family": row[2], "given": list(row[3]),
+                                  "gender": row[4], "birth_date": row[5]} for row in INSI_ONLY],
+        "professionals": [{"rpps": row[1], "idnat": "8" + row[1], "family": row[2],
+                           "given": row[3], "profession_code": row[4], "id": ids[row[0]]}
+                          for row in PRACTITIONERS],
+        "attending_doctors": [{"patient_ins": row[1], "rpps": _rpps_of(row[7])}
+                              for row in PATIENTS if row[7]],
+        "apps": [{"client_id": DEMO_APP.client_id, "client_secret": DEMO_APP_SECRET,
+                  "allowed_scopes": DEMO_APP.allowed_scopes,
+                  "redirect_uris": list(DEMO_APP.redirect_uris)}],
+        "documents": [ids[f"doc-{i}"] for i in range(3)],
+    }
+
+
+def _rpps_of(key: str) -> str:
+    return next(row[1] for row in PRACTITIONERS if row[0] == key)

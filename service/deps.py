@@ -11,6 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from auth.principal import Principal, principal_from_claims
+from auth.tokens import InvalidToken, TokenVerifier
+from service.errors import Unauthorized
 from service.settings import Settings
 from storage.db import Database
 
@@ -25,5 +28,26 @@ async def get_database(request: Request) -> Database:
     return database
 
 
+def _challenge(reason: str) -> dict[str, str]:
+    safe = reason.replace('"', "'").replace("\\", "/")
+    return {"WWW-Authenticate": f'Bearer realm="carnet", error="invalid_token", '
+                                f'error_description="{safe}"'}
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller behind ``Authorization: Bearer``; 401 for anything that is not a good token."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    try:
+        if not scheme:
+            raise InvalidToken("no bearer token: send Authorization: Bearer <access token>")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
+        verifier: TokenVerifier = request.app.state.token_verifier
+        return principal_from_claims(await verifier.verify(token.strip()))
+    except InvalidToken as exc:
+        raise Unauthorized(f"invalid token: {exc.reason}", headers=_challenge(exc.reason)) from exc
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

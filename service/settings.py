@@ -40,6 +40,24 @@ class Settings(BaseSettings):
                                 description="Largest JSON request body accepted (413 above).")
     db_pool_size: int = Field(default=20, ge=1, le=500)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    issuer_url: str | None = Field(
+        default=None,
+        description="OIDC issuer whose tokens the FHIR API accepts; default: the embedded "
+                    "mock Pro Santé Connect at <public URL>/idp.")
+    jwks_url: str | None = Field(default=None, description="Where the issuer publishes its "
+                                 "keys; default: <issuer>/jwks.")
+    idp_enabled: bool = Field(default=True, description="Mount the mock identity provider "
+                              "at /idp.")
+    token_audience: str = Field(default="carnet", min_length=1,
+                                description="The aud claim access tokens must carry.")
+    keys_dir: Path | None = Field(default=None, description="Where the identity provider's "
+                                  "signing keys live; default: <data dir>/keys.")
+    access_token_ttl: int = Field(default=900, ge=30, le=86_400,
+                                  description="Access-token lifetime in seconds.")
+    refresh_token_ttl: int = Field(default=8 * 3600, ge=60, le=90 * 86_400,
+                                   description="Refresh-token lifetime in seconds.")
+    token_leeway: int = Field(default=30, ge=0, le=300,
+                              description="Clock skew tolerated on exp/nbf/iat, in seconds.")
 
     @field_validator("database_url")
     @classmethod
@@ -55,10 +73,36 @@ class Settings(BaseSettings):
                              f"use one of {', '.join(_SUPPORTED_URL_SCHEMES)}")
         return f"{scheme}://{rest}"
 
-    @field_validator("public_url")
+    @field_validator("public_url", "issuer_url", "jwks_url")
     @classmethod
     def _no_trailing_slash(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return url.rstrip("/") if url else url
+
+    @property
+    def local_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def embedded_issuer(self) -> str:
+        return f"{self.local_url}/idp"
+
+    @property
+    def effective_issuer(self) -> str:
+        return self.issuer_url or self.embedded_issuer
+
+    @property
+    def effective_jwks_url(self) -> str:
+        return self.jwks_url or f"{self.effective_issuer}/jwks"
+
+    @property
+    def issuer_is_embedded(self) -> bool:
+        return self.idp_enabled and self.effective_issuer == self.embedded_issuer
+
+    @property
+    def effective_keys_dir(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.app import create_app
 from service.settings import Settings
 from storage.db import Database
+from tests.tokens import Tokens, bearer
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/carnet_test"
 TABLES = ("resource", "resource_version", "token_index", "string_index", "date_index",
-          "reference_index")
+          "reference_index", "insi_identity", "health_professional", "oauth_client",
+          "oauth_code", "oauth_refresh_token")
 
 
 def postgres_url() -> str:
@@ -86,16 +88,37 @@ async def database(session_database: Database) -> AsyncIterator[Database]:
     yield session_database
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, default_page_size=20, max_page_size=100,
-                    max_body_bytes=1024 * 1024)
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One signing key for the whole run: generating RSA keys per test would cost seconds."""
+    return tmp_path_factory.mktemp("keys")
 
 
 @pytest.fixture
-async def client(settings: Settings, database: Database) -> AsyncIterator[httpx.AsyncClient]:
+def settings(tmp_path: Path, keys_dir: Path) -> Settings:
+    return Settings(data_dir=tmp_path, keys_dir=keys_dir, default_page_size=20,
+                    max_page_size=100, max_body_bytes=1024 * 1024)
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    return Tokens.for_settings(settings)
+
+
+@pytest.fixture
+async def anonymous(settings: Settings,
+                    database: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with no token: what any caller on the network can do."""
     app = create_app(settings, database)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://carnet.test",
                                  headers={"Accept": "application/fhir+json"}) as http:
         yield http
+
+
+@pytest.fixture
+async def client(anonymous: httpx.AsyncClient, tokens: Tokens) -> httpx.AsyncClient:
+    """A client holding an app token with every ``system/`` scope: the FHIR core tests'
+    caller, which the access policy lets do anything."""
+    anonymous.headers.update(bearer(tokens.app("system/*.cruds")))
+    return anonymous

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-INS_NIR_TEST = "urn:oid:1.2.250.1.213.1.4.10"
+# A hospital's local patient number (IPP): an identifier with no INS rules attached, for the
+# FHIR core tests. INS patients are built with fhir_profiles.ins.patient_with_ins.
+IPP_SYSTEM = "urn:oid:1.2.250.1.999.1.1.1"
 
 
-def patient(family: str = "Dupont", given: str = "Jean", *, nir: str | None = None,
+def patient(family: str = "Dupont", given: str = "Jean", *, ipp: str | None = None,
             birth_date: str = "1970-01-01", gender: str = "male", **extra: Any) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Patient",
@@ -17,8 +19,8 @@ def patient(family: str = "Dupont", given: str = "Jean", *, nir: str | None = No
         "birthDate": birth_date,
         **extra,
     }
-    if nir:
-        resource["identifier"] = [{"system": INS_NIR_TEST, "value": nir}]
+    if ipp:
+        resource["identifier"] = [{"system": IPP_SYSTEM, "value": ipp}]
     return resource
 
 

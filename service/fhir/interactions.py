@@ -17,9 +17,12 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fhir_profiles.ins import ins_issues
+from fhir_profiles.outcome import ValidationFailed
 from fhir_profiles.structure import is_fhir_type, validate_structure
 from service.errors import BadRequest, Gone, NotFound, PreconditionFailed
 from service.fhir.http import fhir_instant
+from service.identity import check_patient_identity
 from storage import resources as repo
 from storage.search.criteria import parse_query
 from storage.search.parameters import SUPPORTED_TYPES
@@ -66,7 +69,17 @@ def validate(resource: dict[str, Any], resource_type: str | None = None) -> dict
                          expression="resourceType")
     validated = validate_structure(resource)
     check_type(validated["resourceType"])
+    if validated["resourceType"] == "Patient":
+        issues = ins_issues(validated)
+        if issues:
+            raise ValidationFailed(issues, "profile")
     return validated
+
+
+async def _check_against_directories(conn: AsyncConnection, resource: dict[str, Any]) -> None:
+    """Rules that need the national directories, checked inside the write's transaction."""
+    if resource["resourceType"] == "Patient":
+        await check_patient_identity(conn, resource)
 
 
 def now_micros() -> int:
@@ -121,6 +134,7 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *,
     ``resource_id`` is given for update-as-create (PUT) and for transaction
     entries whose id was assigned while resolving ``urn:uuid:`` references.
     """
+    await _check_against_directories(conn, resource)
     assigned = resource_id or new_id()
     last_updated = now_micros()
     stamped, content = _stamp(resource, assigned, 1, last_updated)
@@ -142,6 +156,7 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
                                  f"{resource_type}/{resource_id} {current}")
     if existing is None:
         return await create(conn, resource, resource_id=resource_id, method=method)
+    await _check_against_directories(conn, resource)
     version_id = existing.version_id + 1
     last_updated = now_micros()
     stamped, content = _stamp(resource, resource_id, version_id, last_updated)

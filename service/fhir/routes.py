@@ -8,7 +8,10 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.deps import DatabaseDep, SettingsDep
+from auth.policy import Interaction
+from auth.principal import Principal
+from service.access import authorize
+from service.deps import DatabaseDep, PrincipalDep, SettingsDep
 from service.errors import BadRequest, MethodNotAllowed, UnsupportedMediaType
 from service.fhir import interactions, transaction
 from service.fhir.capability import capability_statement
@@ -54,10 +57,12 @@ async def _incoming_resource(request: Request, settings: Settings,
 
 
 async def _search_response(request: Request, settings: Settings, db: Database,
-                           resource_type: str, pairs: list[tuple[str, str]]) -> Response:
+                           principal: Principal, resource_type: str,
+                           pairs: list[tuple[str, str]]) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
     search_request = SearchRequest(resource_type, pairs, base_url(request, settings.public_url),
+                                   principal,
                                    strict=prefer(request).get("handling") == "strict",
                                    default_count=settings.default_page_size,
                                    max_count=settings.max_page_size)
@@ -67,9 +72,12 @@ async def _search_response(request: Request, settings: Settings, db: Database,
 
 
 async def _history_response(request: Request, settings: Settings, db: Database,
-                            resource_type: str, resource_id: str | None) -> Response:
+                            principal: Principal, resource_type: str,
+                            resource_id: str | None) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
+    authorize(principal, Interaction.HISTORY_TYPE if resource_id is None
+              else Interaction.HISTORY_INSTANCE, resource_type)
     async with db.read() as conn:
         content = await history(conn, base=base_url(request, settings.public_url),
                                 resource_type=resource_type, resource_id=resource_id,
@@ -88,12 +96,12 @@ async def metadata(request: Request, settings: SettingsDep) -> Response:
 
 @router.post("", summary="transaction or batch Bundle")
 @router.post("/", include_in_schema=False)
-async def transaction_or_batch(request: Request, settings: SettingsDep,
-                               db: DatabaseDep) -> Response:
+async def transaction_or_batch(request: Request, settings: SettingsDep, db: DatabaseDep,
+                               principal: PrincipalDep) -> Response:
     check_acceptable(request)
     data = await read_json_resource(request, settings.max_body_bytes)
     context = transaction.BundleContext(
-        base_url(request, settings.public_url), settings.default_page_size,
+        base_url(request, settings.public_url), principal, settings.default_page_size,
         settings.max_page_size, prefer(request).get("return") == "representation")
     return fhir_json(await transaction.process(db, data, context), pretty=wants_pretty(request))
 
@@ -101,14 +109,14 @@ async def transaction_or_batch(request: Request, settings: SettingsDep,
 @router.get("/{resource_type}", summary="search (GET)")
 @router.get("/{resource_type}/_search", include_in_schema=False)
 async def search_get(resource_type: str, request: Request, settings: SettingsDep,
-                     db: DatabaseDep) -> Response:
-    return await _search_response(request, settings, db, resource_type,
+                     db: DatabaseDep, principal: PrincipalDep) -> Response:
+    return await _search_response(request, settings, db, principal, resource_type,
                                   request.query_params.multi_items())
 
 
 @router.post("/{resource_type}/_search", summary="search (POST form)")
 async def search_post(resource_type: str, request: Request, settings: SettingsDep,
-                      db: DatabaseDep) -> Response:
+                      db: DatabaseDep, principal: PrincipalDep) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip()
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
@@ -117,15 +125,18 @@ async def search_post(resource_type: str, request: Request, settings: SettingsDe
         form = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the form body cannot be parsed: {exc}") from exc
-    return await _search_response(request, settings, db, resource_type,
+    return await _search_response(request, settings, db, principal, resource_type,
                                   request.query_params.multi_items() + form)
 
 
 @router.post("/{resource_type}", summary="create")
 async def create(resource_type: str, request: Request, settings: SettingsDep,
-                 db: DatabaseDep) -> Response:
+                 db: DatabaseDep, principal: PrincipalDep) -> Response:
     resource = await _incoming_resource(request, settings, resource_type)
+    authorize(principal, Interaction.CREATE, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist:
+        authorize(principal, Interaction.SEARCH, resource_type)
     async with db.write() as conn:
         if if_none_exist:
             written = await interactions.conditional_create(conn, resource,
@@ -137,8 +148,10 @@ async def create(resource_type: str, request: Request, settings: SettingsDep,
 
 @router.put("/{resource_type}", summary="conditional update")
 async def conditional_update(resource_type: str, request: Request, settings: SettingsDep,
-                             db: DatabaseDep) -> Response:
+                             db: DatabaseDep, principal: PrincipalDep) -> Response:
     resource = await _incoming_resource(request, settings, resource_type)
+    authorize(principal, Interaction.SEARCH, resource_type)
+    authorize(principal, Interaction.UPDATE, resource_type)
     async with db.write() as conn:
         written = await interactions.conditional_update(conn, resource_type,
                                                         request.url.query, resource)
@@ -146,22 +159,23 @@ async def conditional_update(resource_type: str, request: Request, settings: Set
 
 
 @router.delete("/{resource_type}", summary="conditional delete (not supported)")
-async def conditional_delete(resource_type: str) -> Response:
+async def conditional_delete(resource_type: str, principal: PrincipalDep) -> Response:
     interactions.check_type(resource_type)
     raise MethodNotAllowed("conditional delete is not supported; delete by id")
 
 
 @router.get("/{resource_type}/_history", summary="type history")
 async def type_history(resource_type: str, request: Request, settings: SettingsDep,
-                       db: DatabaseDep) -> Response:
-    return await _history_response(request, settings, db, resource_type, None)
+                       db: DatabaseDep, principal: PrincipalDep) -> Response:
+    return await _history_response(request, settings, db, principal, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}", summary="read")
 async def read(resource_type: str, resource_id: str, request: Request,
-               db: DatabaseDep) -> Response:
+               db: DatabaseDep, principal: PrincipalDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
+    authorize(principal, Interaction.READ, resource_type)
     async with db.read() as conn:
         content, version_id, last_updated = await interactions.read(conn, resource_type,
                                                                     resource_id)
@@ -171,9 +185,10 @@ async def read(resource_type: str, resource_id: str, request: Request,
 
 @router.put("/{resource_type}/{resource_id}", summary="update (or create with this id)")
 async def update(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
-                 db: DatabaseDep) -> Response:
+                 db: DatabaseDep, principal: PrincipalDep) -> Response:
     interactions.check_id(resource_id)
     resource = await _incoming_resource(request, settings, resource_type)
+    authorize(principal, Interaction.UPDATE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with db.write() as conn:
         written = await interactions.update(conn, resource_type, resource_id, resource,
@@ -183,8 +198,9 @@ async def update(resource_type: str, resource_id: str, request: Request, setting
 
 @router.delete("/{resource_type}/{resource_id}", summary="delete (logical)")
 async def delete(resource_type: str, resource_id: str, request: Request,
-                 db: DatabaseDep) -> Response:
+                 db: DatabaseDep, principal: PrincipalDep) -> Response:
     interactions.check_type(resource_type)
+    authorize(principal, Interaction.DELETE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with db.write() as conn:
         version_id = await interactions.delete(conn, resource_type, resource_id,
@@ -195,15 +211,18 @@ async def delete(resource_type: str, resource_id: str, request: Request,
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="instance history")
 async def instance_history(resource_type: str, resource_id: str, request: Request,
-                           settings: SettingsDep, db: DatabaseDep) -> Response:
-    return await _history_response(request, settings, db, resource_type, resource_id)
+                           settings: SettingsDep, db: DatabaseDep,
+                           principal: PrincipalDep) -> Response:
+    return await _history_response(request, settings, db, principal, resource_type,
+                                   resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="vread")
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
-                db: DatabaseDep) -> Response:
+                db: DatabaseDep, principal: PrincipalDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
+    authorize(principal, Interaction.VREAD, resource_type)
     version = parse_version(version_id)
     async with db.read() as conn:
         content, last_updated = await interactions.vread(conn, resource_type, resource_id,

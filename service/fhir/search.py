@@ -14,8 +14,10 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from auth.principal import Principal
 from fhir_profiles.outcome import Issue, operation_outcome
 from fhir_profiles.structure import model_class
+from service.access import authorize_search
 from service.errors import BadRequest
 from service.fhir.bundles import bundle, entry
 from storage.search.criteria import SearchQuery, parse_query
@@ -37,6 +39,7 @@ class SearchRequest:
     resource_type: str
     pairs: list[tuple[str, str]]
     base: str
+    principal: Principal
     strict: bool
     default_count: int
     max_count: int
@@ -45,6 +48,7 @@ class SearchRequest:
 async def search(conn: AsyncConnection, request: SearchRequest) -> bytes:
     query = parse_query(request.resource_type, request.pairs,
                         default_count=request.default_count, max_count=request.max_count)
+    authorize_search(request.principal, query)
     if query.unknown and request.strict:
         raise BadRequest(f"unknown or unsupported search parameter(s): "
                          f"{', '.join(query.unknown)}", expression=query.unknown[0])

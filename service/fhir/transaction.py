@@ -15,12 +15,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from auth.policy import Interaction
+from auth.principal import Principal
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
+from service.access import authorize
 from service.errors import (
     BadRequest,
     FhirError,
     MethodNotAllowed,
     PreconditionFailed,
+    Unprocessable,
     from_storage_error,
 )
 from service.fhir import interactions
@@ -69,6 +73,7 @@ class Outcome:
 @dataclass(frozen=True)
 class BundleContext:
     base: str
+    principal: Principal
     default_count: int
     max_count: int
     return_representation: bool
@@ -96,7 +101,8 @@ def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry | Fh
         try:
             parsed.append(_parse_entry(i, raw, base))
         except ValidationFailed as exc:
-            parsed.append(BadRequest(exc.issues[0].diagnostics, issues=[
+            failed = Unprocessable if exc.kind == "profile" else BadRequest
+            parsed.append(failed(exc.issues[0].diagnostics, issues=[
                 Issue(issue.diagnostics, issue.code, issue.severity,
                       [_entry_path(i, e) for e in issue.expression] or [f"Bundle.entry[{i}]"])
                 for issue in exc.issues]))
@@ -106,6 +112,34 @@ def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry | Fh
     if len(full_urls) != len(set(full_urls)):
         raise BadRequest("two entries share the same fullUrl", expression="Bundle.entry.fullUrl")
     return kind, parsed
+
+
+def _interactions(e: Entry) -> list[Interaction]:
+    """What an entry does, as the access policy sees it (a conditional one also searches)."""
+    if e.method == "POST":
+        return [Interaction.CREATE] + ([Interaction.SEARCH] if e.if_none_exist else [])
+    if e.method == "PUT":
+        return [Interaction.UPDATE] + ([Interaction.SEARCH] if e.resource_id is None else [])
+    if e.method == "DELETE":
+        return [Interaction.DELETE]
+    if e.resource_id is None or e.resource_id == "_search":
+        return []  # a search entry is authorised by the search itself, includes and all
+    if e.resource_id == "_history":
+        return [Interaction.HISTORY_TYPE]
+    if e.sub_path == ["_history"]:
+        return [Interaction.HISTORY_INSTANCE]
+    return [Interaction.VREAD if e.sub_path else Interaction.READ]
+
+
+def _authorized(e: Entry | FhirError, principal: Principal) -> Entry | FhirError:
+    if isinstance(e, FhirError):
+        return e
+    try:
+        for interaction in _interactions(e):
+            authorize(principal, interaction, e.resource_type)
+    except FhirError as exc:
+        return _located(exc, e.index)
+    return e
 
 
 def _entry_path(index: int, expression: str) -> str:
@@ -156,11 +190,14 @@ def _parse_entry(index: int, raw: Any, base: str) -> Entry:
 
 async def process(db: Database, data: dict[str, Any], context: BundleContext) -> bytes:
     kind, parsed = parse_entries(data, context.base)
+    parsed = [_authorized(e, context.principal) for e in parsed]
     if kind == "transaction":
         errors = [e for e in parsed if isinstance(e, FhirError)]
         if errors:  # report every bad entry at once; nothing is written
-            raise BadRequest(errors[0].issues[0].diagnostics,
-                             issues=[issue for error in errors for issue in error.issues])
+            kinds = {type(error) for error in errors}
+            kind_of_error = kinds.pop() if len(kinds) == 1 else BadRequest
+            raise kind_of_error(errors[0].issues[0].diagnostics,
+                                issues=[issue for error in errors for issue in error.issues])
         entries = [e for e in parsed if isinstance(e, Entry)]
         async with db.write() as conn:
             outcomes = await _run_transaction(conn, entries, context)
@@ -180,7 +217,8 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
         targets = await _assign_targets(conn, entries)
         for current in entries:
             if current.resource is not None:
-                current.resource = await _resolve_references(conn, current.resource, targets)
+                current.resource = await _resolve_references(conn, current.resource, targets,
+                                                              context.principal)
         for current in sorted(entries, key=lambda e: _ORDER[e.method]):
             outcomes[current.index] = await _execute(conn, current, context)
     except StorageError as exc:
@@ -241,12 +279,14 @@ async def _assign_target(conn: AsyncConnection, e: Entry) -> None:
             e.resource = {**e.resource, "id": e.resource_id}
 
 
-async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[str, str]) -> Any:
+async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[str, str],
+                              principal: Principal) -> Any:
     if isinstance(node, list):
-        return [await _resolve_references(conn, item, targets) for item in node]
+        return [await _resolve_references(conn, item, targets, principal) for item in node]
     if not isinstance(node, dict):
         return node
-    resolved = {k: await _resolve_references(conn, v, targets) for k, v in node.items()}
+    resolved = {k: await _resolve_references(conn, v, targets, principal)
+                for k, v in node.items()}
     reference = resolved.get("reference")
     if isinstance(reference, str):
         if reference in targets:
@@ -256,6 +296,7 @@ async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[st
         elif "?" in reference and "/" not in reference.split("?", 1)[0]:
             rtype, _, query = reference.partition("?")
             interactions.check_type(rtype)
+            authorize(principal, Interaction.SEARCH, rtype)
             ids = await interactions.matching_ids(conn, rtype, query)
             if len(ids) != 1:
                 raise PreconditionFailed(
@@ -284,7 +325,8 @@ async def _get(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outco
     if e.resource_id is None or e.resource_id == "_search":
         content = await search(conn, SearchRequest(
             e.resource_type, parse_qsl(e.query, keep_blank_values=True), context.base,
-            strict=False, default_count=context.default_count, max_count=context.max_count))
+            context.principal, strict=False, default_count=context.default_count,
+            max_count=context.max_count))
         return Outcome("200 OK", resource=content)
     if e.resource_id == "_history" or e.sub_path == ["_history"]:
         content = await history(conn, base=context.base, resource_type=e.resource_type,
@@ -320,7 +362,7 @@ async def _run_batch_entry(db: Database, e: Entry, context: BundleContext) -> Ou
                 return _written(await interactions.conditional_update(
                     conn, e.resource_type, e.query, e.resource))
             if e.resource is not None:
-                e.resource = await _resolve_references(conn, e.resource, {})
+                e.resource = await _resolve_references(conn, e.resource, {}, context.principal)
             return await _execute(conn, e, context)
     except FhirError as exc:
         return _failed(exc)

@@ -3,7 +3,9 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import storage.tables  # noqa: F401  (registers the tables on the metadata)
+import storage.directory
+import storage.oauth
+import storage.tables  # noqa: F401
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=SQLModel.metadata,

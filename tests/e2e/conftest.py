@@ -38,13 +38,14 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 3
 
 @pytest.fixture
 def live_server(database: Database, tmp_path: Path) -> Iterator[str]:
-    """Base URL of a running server sharing the test database (emptied before the test)."""
+    """Base URL of a running server with the demo data, sharing the test database."""
     port = free_port()
     env = {**os.environ, "CARNET_DATABASE_URL": database.url, "CARNET_DATA_DIR": str(tmp_path),
            "CARNET_LOG_LEVEL": "warning"}
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "service.cli", "serve", "--demo", "--host", "127.0.0.1",
+         "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -57,3 +58,13 @@ def live_server(database: Database, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def app_token(base: str, scope: str) -> str:
+    """What a hospital system does first: client credentials at the provider's token endpoint."""
+    response = httpx.post(f"{base}/idp/token", data={"grant_type": "client_credentials",
+                                                     "scope": scope},
+                          auth=("demo-app", "demo-app-secret"), timeout=10.0)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token

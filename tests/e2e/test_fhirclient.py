@@ -8,11 +8,21 @@ from fhirclient.models.bundle import Bundle
 from fhirclient.models.observation import Observation
 from fhirclient.models.patient import Patient
 
+from tests.e2e.conftest import app_token
+
 pytestmark = pytest.mark.e2e
 
 
-def connect(base: str) -> fhir_client.FHIRClient:
-    return fhir_client.FHIRClient(settings={"app_id": "carnet-e2e", "api_base": f"{base}/fhir/"})
+APP_SCOPE = "system/Patient.crus system/Observation.crus"
+
+
+def connect(base: str, token: str | None = None) -> fhir_client.FHIRClient:
+    """The client as an app holding a token from Carnet's provider (``/idp``)."""
+    smart = fhir_client.FHIRClient(settings={"app_id": "carnet-e2e",
+                                             "api_base": f"{base}/fhir/"})
+    if token:
+        smart.server.session.headers["Authorization"] = f"Bearer {token}"
+    return smart
 
 
 def test_third_party_client_reads_the_capability_statement(live_server: str) -> None:
@@ -24,7 +34,7 @@ def test_third_party_client_reads_the_capability_statement(live_server: str) -> 
 
 
 def test_third_party_client_creates_searches_pages_and_reads(live_server: str) -> None:
-    server = connect(live_server).server
+    server = connect(live_server, app_token(live_server, APP_SCOPE)).server
     created_ids = []
     for i in range(7):
         patient = Patient({"name": [{"family": "Fhirclient", "given": [f"Test{i}"]}],
@@ -47,7 +57,7 @@ def test_third_party_client_creates_searches_pages_and_reads(live_server: str) -
 
 
 def test_third_party_client_updates_and_follows_references(live_server: str) -> None:
-    server = connect(live_server).server
+    server = connect(live_server, app_token(live_server, APP_SCOPE)).server
     patient_id = Patient({"name": [{"family": "Lien"}]}).create(server)["id"]
     observation = Observation({
         "status": "final",

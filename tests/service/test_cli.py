@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from jose import jwt
 
+from auth.keys import KeyStore
+from fhir_profiles.ins import nir_problem
 from service.cli import main
 
 
@@ -25,11 +28,63 @@ def test_seed_demo_is_idempotent_and_prints_json(tmp_path: Path) -> None:
     first = CliRunner().invoke(main, ["seed", "--demo", "--json"], env=env)
     second = CliRunner().invoke(main, ["seed", "--demo", "--json"], env=env)
     assert first.exit_code == 0, first.output
-    first_statuses = {e["response"]["status"] for e in json.loads(first.stdout)["entry"]}
-    second_statuses = {e["response"]["status"] for e in json.loads(second.stdout)["entry"]}
-    assert first_statuses == {"201 Created"}
-    assert second_statuses == {"200 OK"}
+    seeded, again = json.loads(first.stdout), json.loads(second.stdout)
+    assert seeded == again  # same resources, same ids: nothing created twice
+    assert len(seeded["patients"]) == 3
+    assert all(nir_problem(p["ins"]) is None for p in seeded["patients"])
+    professions = sorted(p["profession_code"] for p in seeded["professionals"])
+    assert professions == ["10", "10", "21", "60", "70"]
+    doctors = {p["rpps"] for p in seeded["professionals"] if p["profession_code"] == "10"}
+    assert seeded["attending_doctors"] and all(
+        link["rpps"] in doctors for link in seeded["attending_doctors"])
+    assert seeded["apps"][0]["client_id"] == "demo-app"
     assert (tmp_path / "carnet.db").exists()
+
+
+def test_token_commands_print_tokens_the_server_accepts(tmp_path: Path) -> None:
+    env = {"CARNET_DATA_DIR": str(tmp_path)}
+    seeded = json.loads(CliRunner().invoke(main, ["seed", "--demo", "--json"], env=env).stdout)
+    rpps = seeded["professionals"][0]["rpps"]
+    runs = {
+        "professional": ["token", "professional", "--rpps", rpps],
+        "patient": ["token", "patient", "--ins", seeded["patients"][0]["ins"]],
+        "app": ["token", "app", "--client-id", "demo-app", "--scope", "system/Patient.rs"],
+    }
+    for kind, args in runs.items():
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 0, result.output
+        claims = jwt.get_unverified_claims(result.stdout.strip())
+        assert claims["iss"] == "http://127.0.0.1:8000/idp", kind
+    professional = jwt.get_unverified_claims(
+        CliRunner().invoke(main, runs["professional"], env=env).stdout.strip())
+    assert professional["SubjectNameID"] == "8" + rpps
+    assert professional["SubjectRefPro"]["exercices"][0]["codeProfession"] == "10"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["token", "professional", "--rpps", "19999999999"], "not in the directory"),
+    (["token", "app", "--client-id", "nobody", "--scope", "system/Patient.rs"],
+     "no registered app"),
+    (["token", "app", "--client-id", "demo-app", "--scope", "system/AuditEvent.d"],
+     "none of the scopes"),
+    (["token", "app", "--client-id", "demo-app", "--scope", "system/Patient.xyz"], "perm"),
+])
+def test_token_commands_refuse_clearly(tmp_path: Path, args: list[str], message: str) -> None:
+    env = {"CARNET_DATA_DIR": str(tmp_path)}
+    CliRunner().invoke(main, ["seed", "--demo"], env=env)
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_keys_rotate_adds_a_signing_key_and_keeps_the_old_one_published(tmp_path: Path) -> None:
+    env = {"CARNET_DATA_DIR": str(tmp_path)}
+    store = KeyStore(tmp_path / "keys")
+    old = store.signing_key().kid
+    result = CliRunner().invoke(main, ["keys", "rotate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert store.signing_key().kid != old
+    assert old in {key["kid"] for key in store.jwks()["keys"]}
 
 
 def test_bad_configuration_is_reported_clearly(tmp_path: Path) -> None:

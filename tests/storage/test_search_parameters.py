@@ -17,7 +17,7 @@ from storage.search.values import (
     split_reference,
     to_micros,
 )
-from tests.factories import INS_NIR_TEST, document_reference, patient
+from tests.factories import IPP_SYSTEM, document_reference, patient
 
 
 def micros(*args: int, offset: timedelta | None = None) -> int:
@@ -171,8 +171,8 @@ def test_split_reference_keeps_what_it_cannot_split() -> None:
 
 
 def test_patient_identifier_is_a_token_with_its_system() -> None:
-    entries = extract_index_entries(patient(nir="1234567890123"))
-    assert ("identifier", INS_NIR_TEST, "1234567890123") in entries.tokens
+    entries = extract_index_entries(patient(ipp="1234567890123"))
+    assert ("identifier", IPP_SYSTEM, "1234567890123") in entries.tokens
 
 
 def test_patient_name_parts_are_strings() -> None:

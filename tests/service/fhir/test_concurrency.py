@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.factories import FHIR_JSON, INS_NIR_TEST, patient
+from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
 
 
 async def test_concurrent_updates_with_the_same_if_match_let_exactly_one_win(
@@ -45,10 +45,10 @@ async def test_concurrent_updates_without_if_match_all_land_in_history(
 async def test_concurrent_conditional_creates_create_one_resource(
         client: httpx.AsyncClient) -> None:
     nir = "253072A07300443"
-    headers = {**FHIR_JSON, "If-None-Exist": f"identifier={INS_NIR_TEST}|{nir}"}
+    headers = {**FHIR_JSON, "If-None-Exist": f"identifier={IPP_SYSTEM}|{nir}"}
 
     async def create() -> int:
-        return (await client.post("/fhir/Patient", json=patient(nir=nir),
+        return (await client.post("/fhir/Patient", json=patient(ipp=nir),
                                   headers=headers)).status_code
 
     statuses = await asyncio.gather(*(create() for _ in range(6)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.factories import FHIR_JSON, patient
+from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
 
 
 async def create(client: httpx.AsyncClient, resource: dict) -> httpx.Response:
@@ -214,8 +214,8 @@ async def test_history_of_unknown_resource_is_404(client: httpx.AsyncClient) -> 
 
 
 async def test_conditional_create_returns_existing_match(client: httpx.AsyncClient) -> None:
-    body = patient(nir="253072A07300443")
-    query = "identifier=urn:oid:1.2.250.1.213.1.4.10|253072A07300443"
+    body = patient(ipp="253072A07300443")
+    query = f"identifier={IPP_SYSTEM}|253072A07300443"
     first = await client.post("/fhir/Patient", json=body,
                               headers={**FHIR_JSON, "If-None-Exist": query})
     second = await client.post("/fhir/Patient", json=body,
@@ -243,10 +243,10 @@ async def test_conditional_create_with_unknown_parameter_is_400(client: httpx.As
 
 
 async def test_conditional_update_updates_the_single_match(client: httpx.AsyncClient) -> None:
-    created = (await create(client, patient(nir="253072B07300470"))).json()
-    query = "identifier=urn:oid:1.2.250.1.213.1.4.10|253072B07300470"
+    created = (await create(client, patient(ipp="253072B07300470"))).json()
+    query = f"identifier={IPP_SYSTEM}|253072B07300470"
     response = await client.put(f"/fhir/Patient?{query}",
-                                json=patient(nir="253072B07300470", gender="female"),
+                                json=patient(ipp="253072B07300470", gender="female"),
                                 headers=FHIR_JSON)
     assert response.status_code == 200
     assert response.json()["id"] == created["id"]

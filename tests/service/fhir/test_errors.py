@@ -175,7 +175,8 @@ async def test_unicode_digits_in_content_length_do_not_crash(client: httpx.Async
     assert response.status_code < 500
 
 
-async def test_client_disconnecting_mid_body_is_answered_without_a_500(settings, database) -> None:
+async def test_client_disconnecting_mid_body_is_answered_without_a_500(settings, database,
+                                                                       tokens) -> None:
     from service.app import create_app
 
     app = create_app(settings, database)
@@ -192,7 +193,8 @@ async def test_client_disconnecting_mid_body_is_answered_without_a_500(settings,
              "query_string": b"", "root_path": "", "server": ("carnet.test", 80),
              "client": ("127.0.0.1", 5000),
              "headers": [(b"host", b"carnet.test"), (b"content-type", b"application/fhir+json"),
-                         (b"content-length", b"100")]}
+                         (b"content-length", b"100"),
+                         (b"authorization", f"Bearer {tokens.app()}".encode())]}
     await app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     assert start["status"] == 400

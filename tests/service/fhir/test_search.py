@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.factories import FHIR_JSON, INS_NIR_TEST, document_reference, patient, practitioner
+from tests.factories import FHIR_JSON, IPP_SYSTEM, document_reference, patient, practitioner
 
 BASE = "http://carnet.test/fhir"
 OTHER_SYSTEM = "urn:oid:1.2.3.4"
@@ -106,12 +106,12 @@ def without_birthdate(resource: dict[str, Any]) -> dict[str, Any]:
 
 async def test_token_search_matches_system_and_value(client: httpx.AsyncClient) -> None:
     ins, other, bare, none = await patients(
-        client, patient(nir="111"), patient(identifier=[{"system": OTHER_SYSTEM, "value": "111"}]),
-        patient(identifier=[{"value": "111"}]), patient(nir="222"))
-    assert await ids(client, "Patient", {"identifier": f"{INS_NIR_TEST}|111"}) == [ins]
+        client, patient(ipp="111"), patient(identifier=[{"system": OTHER_SYSTEM, "value": "111"}]),
+        patient(identifier=[{"value": "111"}]), patient(ipp="222"))
+    assert await ids(client, "Patient", {"identifier": f"{IPP_SYSTEM}|111"}) == [ins]
     assert await ids(client, "Patient", {"identifier": "111"}) == [ins, other, bare]
     assert await ids(client, "Patient", {"identifier": "|111"}) == [bare]
-    assert await ids(client, "Patient", {"identifier": f"{INS_NIR_TEST}|"}) == [ins, none]
+    assert await ids(client, "Patient", {"identifier": f"{IPP_SYSTEM}|"}) == [ins, none]
     assert await ids(client, "Patient", {"identifier": f"{OTHER_SYSTEM}|222"}) == []
 
 
@@ -148,7 +148,7 @@ async def test_not_excludes_matches_and_keeps_resources_without_a_value(
 
 async def test_missing_true_finds_resources_without_a_value_and_false_those_with_one(
         client: httpx.AsyncClient) -> None:
-    with_nir, without_nir = await patients(client, patient(nir="1"), patient())
+    with_nir, without_nir = await patients(client, patient(ipp="1"), patient())
     born, unborn = await patients(client, patient(), without_birthdate(patient()))
     assert await ids(client, "Patient", {"identifier:missing": "true"}) == [
         without_nir, born, unborn]
@@ -348,12 +348,12 @@ async def test_a_type_modifier_contradicting_the_value_is_a_400(
 
 async def test_chained_search_filters_on_the_referenced_patient(
         client: httpx.AsyncClient) -> None:
-    lefevre = await create(client, patient("Lefèvre", nir="111"))
-    dupont = await create(client, patient("Dupont", nir="222"))
+    lefevre = await create(client, patient("Lefèvre", ipp="111"))
+    dupont = await create(client, patient("Dupont", ipp="222"))
     doc = (await create(client, document_reference(lefevre["id"])))["id"]
     other = (await create(client, document_reference(dupont["id"])))["id"]
     assert await ids(client, "DocumentReference",
-                     {"patient.identifier": f"{INS_NIR_TEST}|111"}) == [doc]
+                     {"patient.identifier": f"{IPP_SYSTEM}|111"}) == [doc]
     assert await ids(client, "DocumentReference", {"subject:Patient.family": "lefev"}) == [doc]
     assert await ids(client, "DocumentReference", {"subject.family": "dupont"}) == [other]
     assert await ids(client, "DocumentReference", {"patient._id": dupont["id"]}) == [other]
@@ -561,7 +561,7 @@ async def test_summary_true_keeps_only_summary_elements_and_marks_them_subsetted
 
 async def test_elements_keeps_only_the_named_elements_and_marks_them_subsetted(
         client: httpx.AsyncClient) -> None:
-    created = await create(client, patient("Lefèvre", nir="111"))
+    created = await create(client, patient("Lefèvre", ipp="111"))
     bundle = await search(client, "Patient", {"_elements": "name,identifier"})
     resource = bundle["entry"][0]["resource"]
     assert set(resource) == {"resourceType", "id", "meta", "name", "identifier"}
@@ -667,10 +667,10 @@ async def test_an_include_on_another_type_is_a_400(client: httpx.AsyncClient) ->
 
 
 async def test_deleted_resources_never_match(client: httpx.AsyncClient) -> None:
-    kept = await create(client, patient("Lefèvre", nir="111", gender="female"))
-    gone = await create(client, patient("Lefèvre", nir="111", gender="female"))
+    kept = await create(client, patient("Lefèvre", ipp="111", gender="female"))
+    gone = await create(client, patient("Lefèvre", ipp="111", gender="female"))
     await delete(client, gone)
-    for params in ({}, {"family": "lefevre"}, {"identifier": f"{INS_NIR_TEST}|111"},
+    for params in ({}, {"family": "lefevre"}, {"identifier": f"{IPP_SYSTEM}|111"},
                    {"gender:not": "male"}, {"birthdate:missing": "false"},
                    {"identifier:missing": "false"}, {"_id": f"{gone['id']},{kept['id']}"},
                    {"_lastUpdated": "gt2000"}):
@@ -681,9 +681,9 @@ async def test_deleted_resources_never_match(client: httpx.AsyncClient) -> None:
 
 
 async def test_updated_resources_match_only_their_new_values(client: httpx.AsyncClient) -> None:
-    created = await create(client, patient("Dupont", nir="111", birth_date="1970-01-01"))
+    created = await create(client, patient("Dupont", ipp="111", birth_date="1970-01-01"))
     changed = {**created, "name": [{"family": "Durand"}], "birthDate": "1980-02-02",
-               "identifier": [{"system": INS_NIR_TEST, "value": "222"}]}
+               "identifier": [{"system": IPP_SYSTEM, "value": "222"}]}
     await update(client, changed)
     assert await ids(client, "Patient", {"family": "dupont"}) == []
     assert await ids(client, "Patient", {"identifier": "111"}) == []

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.factories import FHIR_JSON, INS_NIR_TEST, document_reference, patient
+from tests.factories import FHIR_JSON, IPP_SYSTEM, document_reference, patient
 
 NIR = "253072A07300443"
 
@@ -33,7 +33,7 @@ async def count(client: httpx.AsyncClient, resource_type: str) -> int:
 def patient_with_document() -> dict[str, Any]:
     doc = document_reference("placeholder")
     doc["subject"] = {"reference": "urn:uuid:p1"}
-    return transaction(post("urn:uuid:p1", patient(nir=NIR)), post("urn:uuid:d1", doc))
+    return transaction(post("urn:uuid:p1", patient(ipp=NIR)), post("urn:uuid:d1", doc))
 
 
 async def test_transaction_resolves_urn_uuid_references(client: httpx.AsyncClient) -> None:
@@ -103,8 +103,8 @@ async def test_if_none_exist_reuses_the_existing_resource(client: httpx.AsyncCli
     patient_location = first["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
     doc = document_reference("x")
     doc["subject"] = {"reference": "urn:uuid:again"}
-    bundle = transaction(post("urn:uuid:again", patient(nir=NIR),
-                              ifNoneExist=f"identifier={INS_NIR_TEST}|{NIR}"),
+    bundle = transaction(post("urn:uuid:again", patient(ipp=NIR),
+                              ifNoneExist=f"identifier={IPP_SYSTEM}|{NIR}"),
                          post("urn:uuid:d2", doc))
     response = (await send(client, bundle)).json()
     assert response["entry"][0]["response"]["status"] == "200 OK"
@@ -116,9 +116,9 @@ async def test_if_none_exist_reuses_the_existing_resource(client: httpx.AsyncCli
 
 async def test_conditional_reference_resolves_to_the_single_match(
         client: httpx.AsyncClient) -> None:
-    created = (await client.post("/fhir/Patient", json=patient(nir=NIR), headers=FHIR_JSON)).json()
+    created = (await client.post("/fhir/Patient", json=patient(ipp=NIR), headers=FHIR_JSON)).json()
     doc = document_reference("x")
-    doc["subject"] = {"reference": f"Patient?identifier={INS_NIR_TEST}|{NIR}"}
+    doc["subject"] = {"reference": f"Patient?identifier={IPP_SYSTEM}|{NIR}"}
     response = await send(client, transaction(post("urn:uuid:d", doc)))
     assert response.status_code == 200, response.text
     location = response.json()["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
@@ -128,7 +128,7 @@ async def test_conditional_reference_resolves_to_the_single_match(
 
 async def test_conditional_reference_without_match_is_412(client: httpx.AsyncClient) -> None:
     doc = document_reference("x")
-    doc["subject"] = {"reference": f"Patient?identifier={INS_NIR_TEST}|{NIR}"}
+    doc["subject"] = {"reference": f"Patient?identifier={IPP_SYSTEM}|{NIR}"}
     response = await send(client, transaction(post("urn:uuid:d", doc)))
     assert response.status_code == 412
     assert await count(client, "DocumentReference") == 0
@@ -157,10 +157,10 @@ async def test_transaction_runs_delete_put_and_get_entries(client: httpx.AsyncCl
 
 
 async def test_conditional_put_entry_updates_the_match(client: httpx.AsyncClient) -> None:
-    created = (await client.post("/fhir/Patient", json=patient(nir=NIR), headers=FHIR_JSON)).json()
-    bundle = transaction({"resource": patient(nir=NIR, gender="female"),
+    created = (await client.post("/fhir/Patient", json=patient(ipp=NIR), headers=FHIR_JSON)).json()
+    bundle = transaction({"resource": patient(ipp=NIR, gender="female"),
                           "request": {"method": "PUT",
-                                      "url": f"Patient?identifier={INS_NIR_TEST}|{NIR}"}})
+                                      "url": f"Patient?identifier={IPP_SYSTEM}|{NIR}"}})
     entry = (await send(client, bundle)).json()["entry"][0]
     assert entry["response"]["location"] == f"Patient/{created['id']}/_history/2"
 
@@ -178,7 +178,7 @@ async def test_base_accepts_only_transaction_and_batch_bundles(client: httpx.Asy
 async def test_unsupported_entry_method_is_refused(client: httpx.AsyncClient) -> None:
     bundle = transaction({"request": {"method": "PATCH", "url": "Patient/1"}})
     response = await send(client, bundle)
-    assert response.status_code == 400
+    assert response.status_code == 405
     assert "PATCH" in response.json()["issue"][0]["diagnostics"]
 
 
@@ -204,7 +204,7 @@ async def test_batch_reports_each_entry_on_its_own(client: httpx.AsyncClient) ->
 
 
 async def test_batch_conditional_create_is_idempotent(client: httpx.AsyncClient) -> None:
-    entry = post("urn:uuid:a", patient(nir=NIR), ifNoneExist=f"identifier={INS_NIR_TEST}|{NIR}")
+    entry = post("urn:uuid:a", patient(ipp=NIR), ifNoneExist=f"identifier={IPP_SYSTEM}|{NIR}")
     first = (await send(client, transaction(entry, kind="batch"))).json()
     second = (await send(client, transaction(entry, kind="batch"))).json()
     assert first["entry"][0]["response"]["status"] == "201 Created"
