@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -64,7 +65,7 @@ class SigningKey:
 
     def __post_init__(self) -> None:
         # Parse the PEM once: python-jose would otherwise re-parse it for every token.
-        object.__setattr__(self, "_jose_key", jwk.construct(self.private_pem, ALGORITHM))
+        object.__setattr__(self, "_jose_key", _jose_key(self.private_pem))
 
     def sign(self, claims: dict[str, Any]) -> str:
         """An RS256 JWT of ``claims`` whose header names this key (``kid``)."""
@@ -93,7 +94,18 @@ class _Entry:
                    private_pem=str(data["private_pem"]).encode("ascii"))
 
 
+@functools.lru_cache(maxsize=16)
+def _jose_key(private_pem: bytes) -> Any:
+    """Loading an RSA private key checks it (~30 ms): once per key and process is enough."""
+    return jwk.construct(private_pem, ALGORITHM)
+
+
 def _public_jwk(private_pem: bytes) -> dict[str, Any]:
+    return dict(_cached_public_jwk(private_pem))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_public_jwk(private_pem: bytes) -> dict[str, Any]:
     private = serialization.load_pem_private_key(private_pem, password=None)
     if not isinstance(private, rsa.RSAPrivateKey):
         raise ValueError("signing keys must be RSA keys")

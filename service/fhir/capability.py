@@ -40,7 +40,7 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
 def _resource(resource_type: str) -> dict[str, Any]:
     params = SEARCH_PARAMETERS[resource_type]
     references = [p.name for p in params.values() if p.type == "reference"]
-    return {
+    resource: dict[str, Any] = {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
         "versioning": "versioned-update",
@@ -56,10 +56,40 @@ def _resource(resource_type: str) -> dict[str, Any]:
             if p.type == "reference" and (not p.targets or resource_type in p.targets)),
         "searchParam": _search_params(resource_type),
     }
+    if resource_type == "Patient":
+        resource["operation"] = [_INS_LOOKUP]
+    return resource
+
+
+def _security(issuer: str) -> dict[str, Any]:
+    """SMART on FHIR: where an app gets its token (also in .well-known/smart-configuration)."""
+    return {
+        "cors": False,
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR"}]}],
+        "description": "Every interaction but this statement needs an OAuth2 bearer token "
+                       "from the issuer (e-CPS / Pro Santé Connect for professionals); SMART "
+                       "v2 scopes limit what each token may do.",
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/"
+                              "oauth-uris",
+                       "extension": [{"url": "authorize", "valueUri": f"{issuer}/authorize"},
+                                     {"url": "token", "valueUri": f"{issuer}/token"},
+                                     {"url": "revoke", "valueUri": f"{issuer}/revoke"}]}],
+    }
+
+
+_INS_LOOKUP = {
+    "name": "ins-lookup",
+    "definition": "urn:carnet:OperationDefinition:Patient-ins-lookup",
+    "documentation": "INSi mock: POST a Parameters with ins (valueIdentifier) or the traits "
+                     "family, given, gender, birthDate [, birthPlace]; answers the identity "
+                     "as a FR Core INS Patient (status RECUP), 404 when INSi knows none.",
+}
 
 
 @cache
-def capability_statement(base: str) -> bytes:
+def capability_statement(base: str, issuer: str) -> bytes:
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -75,6 +105,7 @@ def capability_statement(base: str) -> bytes:
             "documentation": "Search result parameters: " + "; ".join(
                 f"{name}: {doc}" for name, doc in _RESULT_DOCS.items()
                 if name in RESULT_PARAMETERS),
+            "security": _security(issuer),
             "resource": [_resource(t) for t in SEARCH_PARAMETERS],
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
         }],

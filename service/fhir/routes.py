@@ -90,7 +90,8 @@ async def _history_response(request: Request, settings: Settings, db: Database,
 @router.get("/metadata", summary="CapabilityStatement")
 async def metadata(request: Request, settings: SettingsDep) -> Response:
     check_acceptable(request)
-    return fhir_json(capability_statement(base_url(request, settings.public_url)),
+    return fhir_json(capability_statement(base_url(request, settings.public_url),
+                                          settings.effective_issuer),
                      pretty=wants_pretty(request))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,20 +37,19 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 3
     raise RuntimeError(f"carnet serve did not answer {url} within {timeout} s")
 
 
-@pytest.fixture
-def live_server(database: Database, tmp_path: Path) -> Iterator[str]:
-    """Base URL of a running server with the demo data, sharing the test database."""
+@contextlib.contextmanager
+def running_carnet(args: list[str], env: dict[str, str], log_path: Path,
+                   ready_path: str) -> Iterator[str]:
+    """Run ``python -m service.cli <args>`` on a free port; yield its base URL."""
     port = free_port()
-    env = {**os.environ, "CARNET_DATABASE_URL": database.url, "CARNET_DATA_DIR": str(tmp_path),
-           "CARNET_LOG_LEVEL": "warning"}
-    log = (tmp_path / "server.log").open("wb")
+    log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--demo", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        [sys.executable, "-m", "service.cli", *args, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "CARNET_LOG_LEVEL": "warning", **env}, stdout=log,
+        stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{base}/fhir/metadata", process)
+        wait_until_up(f"{base}{ready_path}", process)
         yield base
     finally:
         process.terminate()
@@ -60,10 +60,19 @@ def live_server(database: Database, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def app_token(base: str, scope: str) -> str:
+@pytest.fixture
+def live_server(database: Database, tmp_path: Path) -> Iterator[str]:
+    """Base URL of a running server with the demo data, sharing the test database."""
+    env = {"CARNET_DATABASE_URL": database.url, "CARNET_DATA_DIR": str(tmp_path)}
+    with running_carnet(["serve", "--demo"], env, tmp_path / "server.log",
+                        "/fhir/metadata") as base:
+        yield base
+
+
+def app_token(base: str, scope: str, issuer: str | None = None) -> str:
     """What a hospital system does first: client credentials at the provider's token endpoint."""
-    response = httpx.post(f"{base}/idp/token", data={"grant_type": "client_credentials",
-                                                     "scope": scope},
+    response = httpx.post(f"{issuer or base + '/idp'}/token",
+                          data={"grant_type": "client_credentials", "scope": scope},
                           auth=("demo-app", "demo-app-secret"), timeout=10.0)
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
+from service.settings import Settings
 from storage.search.parameters import SEARCH_PARAMETERS
 
 
@@ -41,3 +42,15 @@ async def test_each_advertised_search_parameter_is_accepted_strictly(
                                         params={param["name"]: samples[param["type"]]},
                                         headers={"Prefer": "handling=strict"})
             assert response.status_code == 200, (resource["type"], param, response.text)
+
+
+async def test_capability_statement_says_where_to_get_a_token(anonymous: httpx.AsyncClient,
+                                                              settings: Settings) -> None:
+    response = await anonymous.get("/fhir/metadata")
+    assert response.status_code == 200  # public: an app reads it before it holds a token
+    security = response.json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert uris["token"] == f"{settings.effective_issuer}/token"
+    patient = next(r for r in response.json()["rest"][0]["resource"] if r["type"] == "Patient")
+    assert [op["name"] for op in patient["operation"]] == ["ins-lookup"]

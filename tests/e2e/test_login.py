@@ -1,0 +1,108 @@
+"""A third-party app logs a professional in at ``/idp`` (code flow + PKCE), then reads
+through ``/fhir``; and a FHIR server that trusts a separate ``carnet idp``."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from storage.db import Database
+from tests.e2e.conftest import app_token, running_carnet
+
+pytestmark = pytest.mark.e2e
+REDIRECT_URI = "http://127.0.0.1:8765/callback"
+
+
+class LoginForms(HTMLParser):
+    """The login page's forms, each as its hidden fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form":
+            self.forms.append({})
+        elif tag == "input" and self.forms and values.get("name"):
+            self.forms[-1][values["name"] or ""] = values.get("value") or ""
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.rstrip(b"=").decode()
+
+
+def log_in(base: str, subject: str, scope: str) -> dict[str, str]:
+    """What a browser and an app do together; returns the token response."""
+    verifier, challenge = pkce_pair()
+    with httpx.Client(base_url=base, timeout=10.0) as browser:
+        page = browser.get("/idp/authorize", params={
+            "response_type": "code", "client_id": "demo-app", "redirect_uri": REDIRECT_URI,
+            "scope": scope, "state": "xyz", "code_challenge": challenge,
+            "code_challenge_method": "S256", "nonce": "n-1"})
+        assert page.status_code == 200, page.text
+        parser = LoginForms()
+        parser.feed(page.text)
+        form = next(f for f in parser.forms if f.get("subject") == subject)
+        redirect = browser.post("/idp/authorize", data=form)
+    assert redirect.status_code == 303
+    query = parse_qs(urlsplit(redirect.headers["location"]).query)
+    assert query["state"] == ["xyz"]
+    token = httpx.post(f"{base}/idp/token", data={
+        "grant_type": "authorization_code", "code": query["code"][0],
+        "redirect_uri": REDIRECT_URI, "code_verifier": verifier},
+        auth=("demo-app", "demo-app-secret"), timeout=10.0)
+    assert token.status_code == 200, token.text
+    body: dict[str, str] = token.json()
+    return body
+
+
+def test_professional_logs_in_with_pkce_and_reads_documents(live_server: str) -> None:
+    tokens = log_in(live_server, "ps:10000000001", "openid scope_all")
+    headers = {"Authorization": f"Bearer {tokens['access_token']}",
+               "Accept": "application/fhir+json"}
+    found = httpx.get(f"{live_server}/fhir/DocumentReference", headers=headers, timeout=10.0)
+    assert found.status_code == 200
+    assert found.json()["total"] == 3  # the demo documents
+    me = httpx.get(f"{live_server}/idp/userinfo", headers=headers, timeout=10.0).json()
+    assert me["SubjectNameID"] == "810000000001"
+    refreshed = httpx.post(f"{live_server}/idp/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=("demo-app", "demo-app-secret"), timeout=10.0)
+    assert refreshed.status_code == 200
+    again = httpx.get(f"{live_server}/fhir/DocumentReference", timeout=10.0, headers={
+        "Authorization": f"Bearer {refreshed.json()['access_token']}"})
+    assert again.status_code == 200
+
+
+def test_a_server_trusts_a_separate_identity_provider(database: Database,
+                                                      tmp_path: Path) -> None:
+    env = {"CARNET_DATABASE_URL": database.url, "CARNET_DATA_DIR": str(tmp_path)}
+    with running_carnet(["idp"], env, tmp_path / "idp.log",
+                        "/idp/.well-known/openid-configuration") as idp:
+        issuer = f"{idp}/idp"
+        with running_carnet(["serve", "--demo"], {**env, "CARNET_ISSUER_URL": issuer,
+                                                  "CARNET_IDP_ENABLED": "false"},
+                            tmp_path / "server.log", "/fhir/metadata") as server:
+            token = app_token(server, "system/Patient.rs", issuer=issuer)
+            response = httpx.get(f"{server}/fhir/Patient", timeout=10.0,
+                                 headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.text
+            assert response.json()["total"] == 3
+            smart = httpx.get(f"{server}/fhir/.well-known/smart-configuration").json()
+            assert smart["token_endpoint"] == f"{issuer}/token"
+            assert httpx.get(f"{server}/idp/jwks").status_code == 404  # not mounted here
+            forged = re.sub(r"\.[^.]+$", ".AAAA", token)
+            refused = httpx.get(f"{server}/fhir/Patient", timeout=10.0,
+                                headers={"Authorization": f"Bearer {forged}"})
+            assert refused.status_code == 401
