@@ -169,7 +169,7 @@ async def ins_lookup(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.R
 
 async def test_insi_lookup_by_traits_returns_the_ins_and_traits(
         client: httpx.AsyncClient) -> None:
-    _key, nir, family, given, gender, birth, place, _ = INSI_ONLY[0]
+    _key, nir, family, given, gender, birth, _place, _ = INSI_ONLY[0]
     response = await ins_lookup(client, lookup(family="dupont eloi", given=given[0],
                                                gender=gender, birthDate=birth))
     assert response.status_code == 200, response.text
