@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint, insert, select, update
+from sqlalchemy import Column, Index, String, Text, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import BigKey, table_of
+from storage.upsert import put_row
 
 
 class InsIdentityRow(SQLModel, table=True):
@@ -106,10 +107,7 @@ async def put_identity(conn: AsyncConnection, identity: InsIdentity, name_key: s
               "gender": identity.gender, "birth_date": identity.birth_date,
               "birth_place": identity.birth_place, "name_key": name_key,
               "email": identity.email}
-    changed = await conn.execute(update(INS_IDENTITIES)
-                                 .where(INS_IDENTITIES.c.nir == identity.nir).values(values))
-    if changed.rowcount == 0:
-        await conn.execute(insert(INS_IDENTITIES).values(nir=identity.nir, **values))
+    await put_row(conn, INS_IDENTITIES, {"nir": identity.nir}, values)
 
 
 async def identity_by_nir(conn: AsyncConnection, nir: str) -> InsIdentity | None:
@@ -136,10 +134,7 @@ async def put_professional(conn: AsyncConnection, professional: Professional) ->
               "category_code": professional.category_code,
               "savoir_faire": professional.savoir_faire,
               "organisation": professional.organisation}
-    changed = await conn.execute(update(PROFESSIONALS)
-                                 .where(PROFESSIONALS.c.rpps == professional.rpps).values(values))
-    if changed.rowcount == 0:
-        await conn.execute(insert(PROFESSIONALS).values(rpps=professional.rpps, **values))
+    await put_row(conn, PROFESSIONALS, {"rpps": professional.rpps}, values)
 
 
 async def professional_by_rpps(conn: AsyncConnection, rpps: str) -> Professional | None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import table_of
+from storage.upsert import put_row
 
 
 class OAuthClientRow(SQLModel, table=True):
@@ -101,10 +102,7 @@ async def put_client(conn: AsyncConnection, client: OAuthClient) -> None:
               "redirect_uris": orjson.dumps(list(client.redirect_uris)).decode(),
               "allowed_scopes": client.allowed_scopes,
               "grant_types": " ".join(client.grant_types)}
-    changed = await conn.execute(update(CLIENTS)
-                                 .where(CLIENTS.c.client_id == client.client_id).values(values))
-    if changed.rowcount == 0:
-        await conn.execute(insert(CLIENTS).values(client_id=client.client_id, **values))
+    await put_row(conn, CLIENTS, {"client_id": client.client_id}, values)
 
 
 async def client_by_id(conn: AsyncConnection, client_id: str) -> OAuthClient | None:
