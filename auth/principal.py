@@ -21,7 +21,7 @@ from fhir_profiles.ins import INS_SLICES, nir_problem
 # which the access policy then narrows.
 PSC_ALL = "scope_all"
 _PSC_EQUIVALENT = ScopeSet.parse("user/*.cruds")
-_IDNAT = re.compile(r"^(8\d{11}|0\d{9})$")
+_IDNAT = re.compile(r"8[0-9]{11}|0[0-9]{9}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _optional_text(value: Any) -> str | None:
 
 
 def _idnat(value: Any) -> str:
-    if not isinstance(value, str) or not _IDNAT.match(value):
+    if not isinstance(value, str) or not _IDNAT.fullmatch(value):
         raise InvalidToken("SubjectNameID is not a national professional identifier")
     return value
 

@@ -29,7 +29,10 @@ async def get_database(request: Request) -> Database:
 
 
 def _challenge(reason: str) -> dict[str, str]:
-    safe = reason.replace('"', "'").replace("\\", "/")
+    # A quoted-string of printable ASCII: the reason may quote the token's claims (its scope),
+    # and a header that cannot be encoded would turn this 401 into a 500.
+    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in reason)
+    safe = safe.replace('"', "'").replace("\\", "/")
     return {"WWW-Authenticate": f'Bearer realm="carnet", error="invalid_token", '
                                 f'error_description="{safe}"'}
 
