@@ -98,6 +98,10 @@ async def authorization_code(conn: AsyncConnection, config: IdpConfig, client: O
 
 async def refresh_token(conn: AsyncConnection, config: IdpConfig, client: OAuthClient,
                         form: dict[str, str]) -> dict[str, Any]:
+    try:  # before redeeming: a malformed request must not spend the token
+        requested = ScopeSet.parse(form["scope"]) if form.get("scope") else None
+    except ScopeError as exc:
+        raise OAuthError("invalid_scope", str(exc)) from exc
     grant, replayed = await oauth.redeem_refresh_token(conn, form.get("refresh_token", ""),
                                                        _micros())
     if replayed:
@@ -105,13 +109,12 @@ async def refresh_token(conn: AsyncConnection, config: IdpConfig, client: OAuthC
                          "is revoked")
     if grant is None or grant.client_id != client.client_id:
         raise OAuthError("invalid_grant", "the refresh token is unknown, expired or revoked")
-    if form.get("scope"):
-        try:
-            narrower = ScopeSet.parse(form["scope"]).narrowed_to(ScopeSet.parse(grant.scope))
-        except ScopeError as exc:
-            raise OAuthError("invalid_scope", str(exc)) from exc
-        grant = Grant(grant.client_id, grant.subject,
-                      str(scope_for_subject(narrower, grant.subject)), family=grant.family)
+    if requested is not None:
+        narrower = scope_for_subject(requested.narrowed_to(ScopeSet.parse(grant.scope)),
+                                     grant.subject)
+        if not narrower.resource_scopes and not narrower.other:
+            raise OAuthError("invalid_scope", "none of the requested scopes was granted")
+        grant = Grant(grant.client_id, grant.subject, str(narrower), family=grant.family)
     return await _user_tokens(conn, config, client, grant, grant.family)
 
 

@@ -116,7 +116,10 @@ def _untrusted(exc: UntrustedRequest) -> HTMLResponse:
 @router.get("/authorize", summary="login page (authorization code flow with PKCE)")
 async def authorize_page(request: Request) -> Response:
     config = _config(request)
-    params = dict(request.query_params)
+    items = request.query_params.multi_items()
+    params = dict(items)
+    if len(params) != len(items):  # RFC 6749 3.1: which redirect_uri would be meant?
+        return _untrusted(UntrustedRequest("a parameter is repeated"))
     async with _database(request).read() as conn:
         try:
             auth_request = await parse_request(conn, params)
@@ -144,7 +147,8 @@ async def authorize_login(request: Request) -> Response:
     except OAuthError as exc:
         return HTMLResponse(error_page(exc.description), status_code=400)
     cookie = request.cookies.get(_CSRF_COOKIE, "")
-    if not cookie or not hmac.compare_digest(cookie, form.get("csrf", "")):
+    # Compared as bytes: compare_digest raises TypeError on non-ASCII str.
+    if not cookie or not hmac.compare_digest(cookie.encode(), form.get("csrf", "").encode()):
         return HTMLResponse(error_page("the login form expired or did not come from this "
                                        "page; start again from the application"),
                             status_code=403)
@@ -160,6 +164,11 @@ async def authorize_login(request: Request) -> Response:
         if await subject_claims(conn, subject) is None:
             return HTMLResponse(error_page("unknown identity"), status_code=400)
         scope = scope_for_subject(auth_request.scope, subject)
+        if not scope.resource_scopes and not scope.other:
+            error = RedirectError(auth_request.redirect_uri, "invalid_scope",
+                                  "none of the requested scopes applies to this identity",
+                                  auth_request.state)
+            return RedirectResponse(error.location(config.issuer), status_code=303)
         code = secrets.token_urlsafe(32)
         await oauth.store_code(conn, code, Grant(
             auth_request.client.client_id, subject, str(scope), auth_request.nonce,
@@ -260,10 +269,7 @@ async def userinfo(request: Request) -> Response:
             raise InvalidToken("a bearer access token is required")
         claims = await _local_verifier(request).verify(token_text.strip())
     except InvalidToken as exc:
-        return JSONResponse({"error": "invalid_token", "error_description": exc.reason},
-                            status_code=401, headers={
-                                "WWW-Authenticate": f'Bearer error="invalid_token", '
-                                f'error_description="{exc.reason}"'})
+        return _invalid_token(exc.reason)
     subject = (f"ps:{claims['SubjectNameID'][1:]}" if "SubjectNameID" in claims
                else f"ins:{claims['ins']['value']}" if "ins" in claims else None)
     if subject is None:
@@ -271,6 +277,13 @@ async def userinfo(request: Request) -> Response:
     async with _database(request).read() as conn:
         identity = await subject_claims(conn, subject)
     if identity is None:
-        return JSONResponse({"error": "invalid_token", "error_description": "unknown user"},
-                            status_code=401)
+        return _invalid_token("unknown user")
     return JSONResponse(identity, headers=_NO_STORE)
+
+
+def _invalid_token(reason: str) -> JSONResponse:
+    """RFC 6750 3: every 401 names the scheme and the error in WWW-Authenticate."""
+    return JSONResponse({"error": "invalid_token", "error_description": reason},
+                        status_code=401, headers={
+                            "WWW-Authenticate": f'Bearer error="invalid_token", '
+                            f'error_description="{reason}"'})
