@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
+from auth.bearer import Authenticator
 from auth.idp.config import IdpConfig
 from auth.idp.routes import router as idp_router
 from auth.keys import KeyStore
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.jwks_client = (httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
                              if settings.issuer_is_embedded else httpx.AsyncClient(timeout=5.0))
     app.state.token_verifier = token_verifier(settings, app.state.jwks_client)
+    app.state.authenticator = Authenticator(app.state.token_verifier,
+                                            ttl=settings.token_cache_seconds)
 
     @app.get("/health", tags=["operations"], summary="liveness")
     async def health() -> ORJSONResponse:

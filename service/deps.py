@@ -11,8 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from auth.principal import Principal, principal_from_claims
-from auth.tokens import InvalidToken, TokenVerifier
+from auth.bearer import Authenticator
+from auth.principal import Principal
+from auth.tokens import InvalidToken
 from service.errors import Unauthorized
 from service.settings import Settings
 from storage.db import Database
@@ -45,8 +46,8 @@ async def get_principal(request: Request) -> Principal:
             raise InvalidToken("no bearer token: send Authorization: Bearer <access token>")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
-        verifier: TokenVerifier = request.app.state.token_verifier
-        return principal_from_claims(await verifier.verify(token.strip()))
+        authenticator: Authenticator = request.app.state.authenticator
+        return await authenticator.principal(token.strip())
     except InvalidToken as exc:
         raise Unauthorized(f"invalid token: {exc.reason}", headers=_challenge(exc.reason)) from exc
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
                                   description="Access-token lifetime in seconds.")
     refresh_token_ttl: int = Field(default=8 * 3600, ge=60, le=90 * 86_400,
                                    description="Refresh-token lifetime in seconds.")
+    token_cache_seconds: int = Field(default=60, ge=0, le=600,
+                                     description="How long a verified token is remembered "
+                                                 "per process (0: verify every request).")
     token_leeway: int = Field(default=30, ge=0, le=300,
                               description="Clock skew tolerated on exp/nbf/iat, in seconds.")
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jose import jwt
 
+from auth.bearer import Authenticator
 from auth.tokens import JwksCache, TokenVerifier
 from service.app import create_app
 from service.settings import Settings
@@ -476,6 +477,7 @@ class TestKeyRotation:
         app.state.token_verifier = TokenVerifier(issuer=settings.effective_issuer,
                                                  audience=settings.token_audience, keys=cache,
                                                  leeway=settings.token_leeway)
+        app.state.authenticator = Authenticator(app.state.token_verifier)
         http = await self.client_of(app)
         fresh.append(http)
         old = tokens.app()
