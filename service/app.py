@@ -18,9 +18,7 @@ from auth.keys import KeyStore
 from auth.tokens import JwksCache, TokenVerifier
 from service.errors import install_error_handlers
 from service.fhir.capability import SOFTWARE_VERSION
-from service.fhir.insi import router as insi_router
 from service.fhir.routes import router as fhir_router
-from service.fhir.smart import router as smart_router
 from service.settings import Settings
 from storage.db import Database
 
@@ -55,8 +53,6 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if database is not None:
         app.state.database = database
     install_error_handlers(app)
-    app.include_router(smart_router)
-    app.include_router(insi_router)
     app.include_router(fhir_router)
     keys = KeyStore(settings.effective_keys_dir)
     if settings.idp_enabled:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from auth.policy import Interaction
@@ -12,10 +12,7 @@ from service.deps import DatabaseDep, PrincipalDep, SettingsDep
 from service.fhir.http import check_acceptable, fhir_json, read_json_resource, wants_pretty
 from service.identity import ins_lookup
 
-router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
-
-@router.post("/Patient/$ins-lookup", summary="INSi mock: INS and traits for given traits")
 async def ins_lookup_operation(request: Request, settings: SettingsDep, db: DatabaseDep,
                                principal: PrincipalDep) -> Response:
     check_acceptable(request)

@@ -29,11 +29,18 @@ from service.fhir.http import (
     read_json_resource,
     wants_pretty,
 )
+from service.fhir.insi import ins_lookup_operation
 from service.fhir.search import SearchRequest, search
+from service.fhir.smart import smart_configuration
 from service.settings import Settings
 from storage.db import Database
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
+# Fixed paths first: the generic /{resource_type}/{resource_id} below would take them.
+router.add_api_route("/.well-known/smart-configuration", smart_configuration, methods=["GET"],
+                     summary="SMART configuration (public)")
+router.add_api_route("/Patient/$ins-lookup", ins_lookup_operation, methods=["POST"],
+                     summary="INSi mock: the INS and traits for given traits, or an INS")
 
 
 def _written_response(request: Request, settings: Settings,

@@ -5,15 +5,11 @@ Public, like the CapabilityStatement: an app reads it before it holds a token.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.deps import SettingsDep
 
-router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
-
-@router.get("/.well-known/smart-configuration", summary="SMART configuration")
 async def smart_configuration(settings: SettingsDep) -> JSONResponse:
     issuer = settings.effective_issuer
     return JSONResponse({
