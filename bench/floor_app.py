@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 BODY = (b'{"resourceType":"Patient","id":"5b0c8f8e-1c1f-4a47-9f0e-2f7a4f0c1d2e",'
         b'"meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00.000000Z"},'
-        b'"identifier":[{"system":"urn:oid:1.2.250.1.213.1.4.10","value":"100000000000001"}],'
+        b'"identifier":[{"system":"urn:oid:1.2.250.1.999.1.1.1","value":"100000000000001"}],'
         b'"name":[{"family":"Martin","given":["Jean"]}],"gender":"male",'
         b'"birthDate":"1970-01-01"}')
 

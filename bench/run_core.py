@@ -11,7 +11,7 @@ What it does, in order (see bench/README.md for what each figure means):
    under uvicorn with the same worker count, connections and wrk threads;
 3. creates a fresh PostgreSQL database (``carnet_bench``), starts ``carnet serve``
    on a free loopback port and waits for ``/fhir/metadata`` and every worker;
-4. bulk-loads N Patients (unique INS identifier, name, gender, birthDate) through
+4. bulk-loads N Patients (unique IPP identifier, name, gender, birthDate) through
    ``POST /fhir`` transaction Bundles from several concurrent httpx loaders, checks
    the row counts, runs ``VACUUM ANALYZE`` (autovacuum may be off) and spot-checks
    read and search answers for correctness;

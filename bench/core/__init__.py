@@ -15,7 +15,12 @@ ROOT = BENCH.parent
 WORK = BENCH / ".work"
 WRK_DIR = BENCH / "wrk"
 RESULTS = BENCH / "RESULTS.md"
-INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
+# The benchmark's Patients carry a local hospital patient number (IPP) under this system,
+# not an INS: a Patient with an identifier under an INS system (urn:oid:1.2.250.1.213.1.4.8
+# to .11) must be a qualified FR Core INS patient known to the INSi directory (else 422),
+# which 100,000 made-up Patients are not. An IPP has no such rule; the token search on it
+# costs the same.
+IPP_SYSTEM = "urn:oid:1.2.250.1.999.1.1.1"
 
 
 class BenchError(RuntimeError):

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import INS_SYSTEM, ROOT
+from . import IPP_SYSTEM, ROOT
 
 
 async def _admin(args: argparse.Namespace, *statements: str, fetch: str | None = None,
@@ -66,7 +66,7 @@ def count_created(args: argparse.Namespace, nonce: int) -> int:
     prefix = f"9{nonce:03d}"
     rows = admin(args, database=args.db_name, fetch=(
         "SELECT count(*) AS n FROM token_index WHERE resource_type = 'Patient' "
-        f"AND param = 'identifier' AND system = '{INS_SYSTEM}' AND code LIKE '{prefix}%'"))
+        f"AND param = 'identifier' AND system = '{IPP_SYSTEM}' AND code LIKE '{prefix}%'"))
     return int(rows[0]["n"])
 
 

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from . import INS_SYSTEM, WORK, BenchError
+from . import IPP_SYSTEM, WORK, BenchError
 from .database import admin
 from .server import Server
 
@@ -30,13 +30,14 @@ GIVENS = ["Jean", "Marie", "Pierre", "Camille", "Louis", "Chloé", "Hugo", "Léa
 def patient(rng: random.Random, value: str) -> dict[str, Any]:
     year = rng.randint(1930, 2020)
     return {"resourceType": "Patient",
-            "identifier": [{"system": INS_SYSTEM, "value": value}],
+            "identifier": [{"system": IPP_SYSTEM, "value": value}],
             "name": [{"family": rng.choice(FAMILIES), "given": [rng.choice(GIVENS)]}],
             "gender": rng.choice(("male", "female")),
             "birthDate": f"{year:04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"}
 
 
-async def _load(base: str, n: int, bundle_size: int, loaders: int) -> list[tuple[str, str]]:
+async def _load(base: str, auth: dict[str, str], n: int, bundle_size: int,
+                loaders: int) -> list[tuple[str, str]]:
     """POST transaction Bundles; returns (identifier value, assigned id) for every Patient."""
     import httpx
     import orjson
@@ -83,7 +84,8 @@ async def _load(base: str, n: int, bundle_size: int, loaders: int) -> list[tuple
                       flush=True)
                 next_report += 0.1
 
-    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
+               **auth}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
         await asyncio.gather(*(loader(k, client) for k in range(loaders)))
     assert all(i is not None for i in ids)
@@ -95,12 +97,12 @@ def load(args: argparse.Namespace, server: Server, db_url: str) -> dict[str, Any
     print(f"loading {n:,} Patients: transaction Bundles of {args.bundle_size}, "
           f"{args.loaders} concurrent loaders", flush=True)
     started = time.perf_counter()
-    pairs = asyncio.run(_load(server.url, n, args.bundle_size, args.loaders))
+    pairs = asyncio.run(_load(server.url, server.headers, n, args.bundle_size, args.loaders))
     seconds = time.perf_counter() - started
     counts = admin(args, database=args.db_name, fetch=(
         "SELECT (SELECT count(*) FROM resource WHERE resource_type = 'Patient') AS resources, "
         "(SELECT count(*) FROM token_index WHERE resource_type = 'Patient' "
-        f" AND param = 'identifier' AND system = '{INS_SYSTEM}') AS identifiers"))[0]
+        f" AND param = 'identifier' AND system = '{IPP_SYSTEM}') AS identifiers"))[0]
     if counts["resources"] != n or counts["identifiers"] != n:
         raise BenchError(f"after loading {n} Patients the database holds {counts['resources']} "
                          f"resources and {counts['identifiers']} identifier index rows")
@@ -120,25 +122,26 @@ def load(args: argparse.Namespace, server: Server, db_url: str) -> dict[str, Any
     read_paths.write_text("".join(f"/fhir/Patient/{rid}\n" for _, rid in shuffled))
     rng.shuffle(shuffled)
     search_paths.write_text("".join(
-        f"/fhir/Patient?identifier={quote(INS_SYSTEM + '|' + value, safe='')}\n"
+        f"/fhir/Patient?identifier={quote(IPP_SYSTEM + '|' + value, safe='')}\n"
         for value, _ in shuffled))
-    spot_check(server.url, rng.sample(pairs, min(50, n)))
+    spot_check(server.url, server.headers, rng.sample(pairs, min(50, n)))
     return {"seconds": seconds, "rate": n / seconds, "db_size": size,
             "read_paths": read_paths, "search_paths": search_paths}
 
 
-def spot_check(base: str, sample: list[tuple[str, str]]) -> None:
+def spot_check(base: str, auth: dict[str, str], sample: list[tuple[str, str]]) -> None:
     """Read and search answers must be right, not only fast."""
     import httpx
 
-    with httpx.Client(base_url=base, headers={"Accept": "application/fhir+json"}) as client:
+    with httpx.Client(base_url=base,
+                      headers={"Accept": "application/fhir+json", **auth}) as client:
         for value, rid in sample:
             r = client.get(f"/fhir/Patient/{rid}")
             body = r.json()
             if r.status_code != 200 or body.get("id") != rid or \
                     body["identifier"][0]["value"] != value:
                 raise BenchError(f"read Patient/{rid} answered {r.status_code}: {r.text[:500]}")
-            r = client.get("/fhir/Patient", params={"identifier": f"{INS_SYSTEM}|{value}"})
+            r = client.get("/fhir/Patient", params={"identifier": f"{IPP_SYSTEM}|{value}"})
             body = r.json()
             found = [e["resource"]["id"] for e in body.get("entry", [])]
             if r.status_code != 200 or body.get("total") != 1 or found != [rid]:

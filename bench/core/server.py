@@ -20,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from . import BENCH, ROOT, WORK, BenchError, Config
+from .bearer import bearer, mint_app_token
+
+CARNET_DATA = WORK / "carnet-data"
+# Settings that would make the server expect tokens the benchmark cannot mint (another
+# issuer, audience or key directory): the server gets the defaults instead.
+_AUTH_ENV = ("CARNET_PUBLIC_URL", "CARNET_ISSUER_URL", "CARNET_JWKS_URL", "CARNET_IDP_ENABLED",
+             "CARNET_TOKEN_AUDIENCE", "CARNET_KEYS_DIR")
 
 
 def free_port() -> int:
@@ -35,10 +42,16 @@ class Server:
     port: int
     log_path: Path
     log_file: Any
+    token: str | None = None  # bearer token every request carries (None: the floor app)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Authorization: Bearer ...`` for this server, or nothing."""
+        return bearer(self.token)
 
     def log_tail(self, lines: int = 40) -> str:
         self.log_file.flush()
@@ -99,9 +112,13 @@ def carnet_command() -> list[str]:
 
 def start_carnet(args: argparse.Namespace, config: Config, db_url: str) -> Server:
     port = free_port()
+    # CARNET_HOST/PORT: what `carnet serve --host --port` sets, so an --app-factory app built
+    # from Settings() has the same issuer (http://127.0.0.1:<port>/idp).
     env = {**os.environ, "CARNET_DATABASE_URL": db_url, "CARNET_LOG_LEVEL": "info",
-           "CARNET_DATA_DIR": str(WORK / "carnet-data")}
-    env.pop("CARNET_DB_POOL_SIZE", None)
+           "CARNET_DATA_DIR": str(CARNET_DATA), "CARNET_HOST": "127.0.0.1",
+           "CARNET_PORT": str(port)}
+    for name in ("CARNET_DB_POOL_SIZE", *_AUTH_ENV):
+        env.pop(name, None)
     if config.pool_size is not None:
         env["CARNET_DB_POOL_SIZE"] = str(config.pool_size)
     cmd = [*carnet_command(), "serve", "--workers", str(config.workers), "--host", "127.0.0.1",
@@ -113,8 +130,30 @@ def start_carnet(args: argparse.Namespace, config: Config, db_url: str) -> Serve
                str(BENCH), "--workers", str(config.workers), "--host", "127.0.0.1", "--port",
                str(port), "--no-access-log", "--log-level", "info"]
     server = start_process("carnet", cmd, env, port)
-    wait_ready(server, "/fhir/metadata", config.workers)
+    try:
+        wait_ready(server, "/fhir/metadata", config.workers)
+        server.token = mint_app_token(server.url, CARNET_DATA / "keys")
+        check_token(server)
+    except BaseException:
+        server.stop()
+        raise
     return server
+
+
+def check_token(server: Server) -> None:
+    """One authenticated request before anything else, so a refused token stops the run
+    with the server's reason rather than as thousands of wrk errors."""
+    import httpx
+
+    try:
+        r = httpx.get(server.url + "/fhir/Patient", params={"_count": "1"},
+                      headers={**server.headers, "Accept": "application/fhir+json"}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise BenchError(f"authenticated request to {server.name} failed: {exc!r}") from exc
+    if r.status_code != 200:
+        raise BenchError(f"{server.name} refused the benchmark's bearer token: GET "
+                         f"/fhir/Patient?_count=1 answered {r.status_code} "
+                         f"{r.headers.get('www-authenticate', '')} {r.text[:500]}")
 
 
 def start_floor(workers: int) -> Server:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any
 from . import WORK, WRK_DIR, BenchError, Config
 from .cpu import CpuUse, children_cpu, cpu_snapshot, cpu_use
 from .server import Server, connection_spread
+
+TOKEN_ENV = "CARNET_BENCH_TOKEN"  # read by bench/wrk/lib.lua's authorize()
 
 
 @dataclass
@@ -71,7 +74,13 @@ def run_wrk(args: argparse.Namespace, name: str, server: Server, script: str,
            *script_args]
     before, children_before = cpu_snapshot(), children_cpu()
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The bearer token reaches the Lua scripts through the environment (bench/wrk/lib.lua),
+    # not as `-H`, so it is in neither the process list nor the saved wrk outputs.
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if server.token:
+        env[TOKEN_ENV] = server.token
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
     spread: list[int] = []
     try:
         text, _ = proc.communicate(timeout=min(1.5, duration / 2))

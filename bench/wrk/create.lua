@@ -1,5 +1,5 @@
--- POST /fhir/Patient: a new Patient per request, each with a unique INS identifier
--- urn:oid:1.2.250.1.213.1.4.10|9RRRTTNNNNNNNNN (R = run nonce, T = wrk thread, N = counter),
+-- POST /fhir/Patient: a new Patient per request, each with a unique IPP identifier
+-- urn:oid:1.2.250.1.999.1.1.1|9RRRTTNNNNNNNNN (R = run nonce, T = wrk thread, N = counter),
 -- so that no two requests of any run send the same identifier and none collides with
 -- the loaded Patients (whose values start with 1).
 -- usage: wrk ... -s bench/wrk/create.lua http://127.0.0.1:PORT -- NONCE
@@ -14,7 +14,7 @@ local prefix
 local families = {"Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand"}
 local givens = {"Jean", "Marie", "Pierre", "Camille", "Louis", "Chloé", "Hugo", "Léa"}
 local template = '{"resourceType":"Patient",' ..
-  '"identifier":[{"system":"urn:oid:1.2.250.1.213.1.4.10","value":"%s"}],' ..
+  '"identifier":[{"system":"urn:oid:1.2.250.1.999.1.1.1","value":"%s"}],' ..
   '"name":[{"family":"%s","given":["%s"]}],"gender":"%s","birthDate":"%04d-%02d-%02d"}'
 
 function init(args)
@@ -22,6 +22,7 @@ function init(args)
   prefix = string.format("9%03d%02d", nonce, (tonumber(tid) or 0) % 100)
   wrk.headers["Accept"] = "application/fhir+json"
   wrk.headers["Content-Type"] = "application/fhir+json"
+  lib.authorize()
 end
 
 function request()

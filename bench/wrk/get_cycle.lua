@@ -15,6 +15,7 @@ function init(args)
   local nthreads = tonumber(args[2] or "1")
   i = math.floor(n * (tonumber(tid) or 0) / nthreads)
   wrk.headers["Accept"] = "application/fhir+json"
+  lib.authorize()
 end
 
 function request()

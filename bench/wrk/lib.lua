@@ -5,7 +5,12 @@
 -- * done() prints one machine-readable line, "BENCH_JSON {...}", that
 --   bench/run_core.py parses: requests, duration, every error counter wrk
 --   keeps (non-2xx/3xx status, connect, read, write, timeout) and latency
---   percentiles in microseconds.
+--   percentiles in microseconds;
+-- * authorize() adds "Authorization: Bearer <token>" to every request when
+--   bench/run_core.py passes a token in the CARNET_BENCH_TOKEN environment
+--   variable (every /fhir interaction but GET /fhir/metadata needs one; the
+--   floor app gets none). It sets wrk.headers, which wrk.format() uses for
+--   each scripted request.
 
 local M = {}
 local thread_count = 0
@@ -13,6 +18,13 @@ local thread_count = 0
 function M.setup(thread)
   thread:set("tid", thread_count)
   thread_count = thread_count + 1
+end
+
+function M.authorize()
+  local token = os.getenv("CARNET_BENCH_TOKEN")
+  if token and token ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. token
+  end
 end
 
 function M.load_lines(path)
