@@ -6,7 +6,12 @@ grant, checked against the same directory and client registrations.
 
 from __future__ import annotations
 
-from auth.idp.authorize import scope_for_subject
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from auth.idp.authorize import scope_for_app, scope_for_subject
 from auth.idp.claims import mint_access_token, mint_app_token, subject_claims
 from auth.keys import KeyStore
 from auth.scopes import ScopeError, ScopeSet
@@ -14,6 +19,8 @@ from service.app import idp_config
 from service.settings import Settings
 from storage import oauth
 from storage.db import Database
+
+T = TypeVar("T")
 
 
 class CannotMint(ValueError):
@@ -27,16 +34,20 @@ def _scope(text: str) -> ScopeSet:
         raise CannotMint(str(exc)) from exc
 
 
-async def user_token(settings: Settings, subject: str, scope: str) -> str:
-    config = idp_config(settings, KeyStore(settings.effective_keys_dir))
-    granted = scope_for_subject(_scope(scope), subject)
+async def _lookup(settings: Settings, find: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     db = Database(settings.effective_database_url, pool_size=1)
     try:
         await db.migrate()
         async with db.read() as conn:
-            identity = await subject_claims(conn, subject)
+            return await find(conn)
     finally:
         await db.dispose()
+
+
+async def user_token(settings: Settings, subject: str, scope: str) -> str:
+    config = idp_config(settings, KeyStore(settings.effective_keys_dir))
+    granted = scope_for_subject(_scope(scope), subject)
+    identity = await _lookup(settings, lambda conn: subject_claims(conn, subject))
     if identity is None:
         raise CannotMint(f"{subject} is not in the directory (seed it with carnet seed --demo)")
     return mint_access_token(config, identity, "carnet-cli", str(granted)).token
@@ -44,18 +55,10 @@ async def user_token(settings: Settings, subject: str, scope: str) -> str:
 
 async def app_token(settings: Settings, client_id: str, scope: str) -> str:
     config = idp_config(settings, KeyStore(settings.effective_keys_dir))
-    db = Database(settings.effective_database_url, pool_size=1)
-    try:
-        await db.migrate()
-        async with db.read() as conn:
-            client = await oauth.client_by_id(conn, client_id)
-    finally:
-        await db.dispose()
+    client = await _lookup(settings, lambda conn: oauth.client_by_id(conn, client_id))
     if client is None:
         raise CannotMint(f"no registered app has client id {client_id!r}")
-    granted = _scope(scope).narrowed_to(ScopeSet.parse(client.allowed_scopes))
-    system = ScopeSet.parse(" ".join(str(s) for s in granted.resource_scopes
-                                     if s.context == "system"))
+    system = scope_for_app(_scope(scope), ScopeSet.parse(client.allowed_scopes))
     if not system.resource_scopes:
         raise CannotMint(f"none of the scopes {scope!r} is allowed for {client_id}")
     return mint_app_token(config, client_id, str(system)).token

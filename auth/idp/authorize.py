@@ -114,3 +114,10 @@ def scope_for_subject(scope: ScopeSet, subject: str) -> ScopeSet:
     kept = [str(s) for s in scope.resource_scopes if s.context == context]
     kept += [o for o in scope.other if o != PSC_ALL or o in extra_allowed]
     return ScopeSet.parse(" ".join(kept))
+
+
+def scope_for_app(requested: ScopeSet, allowed: ScopeSet) -> ScopeSet:
+    """An app acting on its own gets the ``system/`` part of what it asked and may have."""
+    granted = requested.narrowed_to(allowed)
+    return ScopeSet.parse(" ".join(str(s) for s in granted.resource_scopes
+                                   if s.context == "system"))

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.idp.authorize import scope_for_subject
+from auth.idp.authorize import scope_for_app, scope_for_subject
 from auth.idp.claims import (
     mint_access_token,
     mint_app_token,
@@ -38,7 +38,8 @@ class OAuthError(Exception):
         self.status = status
 
 
-def _micros(seconds_from_now: int = 0) -> int:
+def micros_from_now(seconds_from_now: int = 0) -> int:
+    """Expiry instants as the storage keeps them: epoch microseconds."""
     return (int(time.time()) + seconds_from_now) * 1_000_000
 
 
@@ -77,7 +78,7 @@ async def _user_tokens(conn: AsyncConnection, config: IdpConfig, client: OAuthCl
         await oauth.store_refresh_token(
             conn, refresh, Grant(client.client_id, grant.subject, grant.scope,
                                  family=family or secrets.token_hex(16)),
-            _micros(config.refresh_token_ttl))
+            micros_from_now(config.refresh_token_ttl))
         body["refresh_token"] = refresh
     if ScopeSet.parse(grant.scope).has("openid") and grant.redirect_uri is not None:
         body["id_token"] = mint_id_token(config, identity, client.client_id, grant.nonce)
@@ -86,7 +87,7 @@ async def _user_tokens(conn: AsyncConnection, config: IdpConfig, client: OAuthCl
 
 async def authorization_code(conn: AsyncConnection, config: IdpConfig, client: OAuthClient,
                              form: dict[str, str]) -> dict[str, Any]:
-    grant = await oauth.redeem_code(conn, form.get("code", ""), _micros())
+    grant = await oauth.redeem_code(conn, form.get("code", ""), micros_from_now())
     if grant is None or grant.client_id != client.client_id:
         raise OAuthError("invalid_grant", "the code is unknown, expired or already used")
     if form.get("redirect_uri") != grant.redirect_uri:
@@ -103,7 +104,7 @@ async def refresh_token(conn: AsyncConnection, config: IdpConfig, client: OAuthC
     except ScopeError as exc:
         raise OAuthError("invalid_scope", str(exc)) from exc
     grant, replayed = await oauth.redeem_refresh_token(conn, form.get("refresh_token", ""),
-                                                       _micros())
+                                                       micros_from_now())
     if replayed:
         raise OAuthError("invalid_grant", "refresh token reused: every token of this login "
                          "is revoked")
@@ -126,9 +127,7 @@ def client_credentials(config: IdpConfig, client: OAuthClient,
         requested = ScopeSet.parse(form.get("scope") or client.allowed_scopes)
     except ScopeError as exc:
         raise OAuthError("invalid_scope", str(exc)) from exc
-    granted = requested.narrowed_to(ScopeSet.parse(client.allowed_scopes))
-    system_only = ScopeSet.parse(" ".join(str(s) for s in granted.resource_scopes
-                                          if s.context == "system"))
+    system_only = scope_for_app(requested, ScopeSet.parse(client.allowed_scopes))
     if not system_only.resource_scopes:
         raise OAuthError("invalid_scope", "no system/ scope requested is allowed for this client")
     access = mint_app_token(config, client.client_id, str(system_only))

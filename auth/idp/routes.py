@@ -12,7 +12,6 @@ import base64
 import binascii
 import hmac
 import secrets
-import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -173,7 +172,7 @@ async def authorize_login(request: Request) -> Response:
         await oauth.store_code(conn, code, Grant(
             auth_request.client.client_id, subject, str(scope), auth_request.nonce,
             auth_request.redirect_uri, auth_request.code_challenge),
-            (int(time.time()) + CODE_LIFETIME_SECONDS) * 1_000_000)
+            grants.micros_from_now(CODE_LIFETIME_SECONDS))
     query = {"code": code, "iss": config.issuer}
     if auth_request.state is not None:
         query["state"] = auth_request.state
