@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from auth.idp.config import IdpConfig
 from storage import directory
 from storage.directory import InsIdentity, Professional
+from storage.search.criteria import parse_query
+from storage.search.query import search_page
 
 PROFESSIONAL_PREFIX = "ps:"
 PATIENT_PREFIX = "ins:"
@@ -58,6 +60,17 @@ async def subject_claims(conn: AsyncConnection, subject: str) -> dict[str, Any] 
         identity = await directory.identity_by_nir(conn, subject.removeprefix(PATIENT_PREFIX))
         return patient_claims(identity) if identity else None
     return None
+
+
+async def patient_record_id(conn: AsyncConnection, claims: dict[str, Any]) -> str | None:
+    """The Patient resource of a patient's INS: SMART's ``patient`` launch context."""
+    ins = claims.get("ins")
+    if not isinstance(ins, dict):
+        return None
+    query = parse_query("Patient", [("identifier", f"{ins['system']}|{ins['value']}")],
+                        default_count=2, max_count=2)
+    page = await search_page(conn, query)
+    return page.matches[0].resource_id if len(page.matches) == 1 else None
 
 
 @dataclass(frozen=True)

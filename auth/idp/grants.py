@@ -22,6 +22,7 @@ from auth.idp.claims import (
     mint_access_token,
     mint_app_token,
     mint_id_token,
+    patient_record_id,
     subject_claims,
 )
 from auth.idp.config import IdpConfig
@@ -73,6 +74,9 @@ async def _user_tokens(conn: AsyncConnection, config: IdpConfig, client: OAuthCl
     access = mint_access_token(config, identity, client.client_id, grant.scope)
     body: dict[str, Any] = {"access_token": access.token, "token_type": "Bearer",
                             "expires_in": access.expires_in, "scope": grant.scope}
+    record = await patient_record_id(conn, identity)
+    if record is not None:
+        body["patient"] = record
     if "refresh_token" in client.grant_types:
         refresh = secrets.token_urlsafe(32)
         await oauth.store_refresh_token(

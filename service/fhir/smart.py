@@ -27,5 +27,6 @@ async def smart_configuration(settings: SettingsDep) -> JSONResponse:
         "scopes_supported": ["openid", "offline_access", "scope_all",
                              "patient/*.rs", "user/*.cruds", "system/*.cruds"],
         "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric",
-                         "permission-v2", "permission-patient", "permission-user"],
+                         "permission-v2", "permission-patient", "permission-user",
+                         "context-standalone-patient"],
     })

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from service.demo import seed_demo
 from storage.db import Database
 from storage.oauth import CODES, OAuthClient, put_client
 from tests.auth.idp.conftest import OTHER_AUTH
@@ -395,3 +396,19 @@ async def test_a_patient_asking_only_for_user_scopes_is_sent_back_with_invalid_s
     assert callback["state"] == "s-9"
     assert "code" not in callback
     assert await code_count(database) == 0
+
+
+# ---- SMART launch context --------------------------------------------------------------------
+
+async def test_a_patient_with_a_record_gets_it_as_the_patient_launch_context(
+        anonymous: httpx.AsyncClient, database: Database) -> None:
+    seeded = await seed_demo(database)
+    record = next(p["id"] for p in seeded["patients"] if p["ins"] == "253072A07300443")
+    body = await tokens_for(anonymous, PATIENT, "openid patient/*.rs")
+    assert body["patient"] == record.removeprefix("Patient/")
+
+
+async def test_no_launch_context_without_a_record_nor_for_a_professional(
+        anonymous: httpx.AsyncClient) -> None:
+    assert "patient" not in await tokens_for(anonymous, PATIENT, "openid patient/*.rs")
+    assert "patient" not in await tokens_for(anonymous, DOCTOR, "openid scope_all")
