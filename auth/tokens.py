@@ -59,6 +59,18 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
+def bearer_challenge(reason: str, realm: str | None = None) -> str:
+    """RFC 6750 ``WWW-Authenticate`` value for a refused token.
+
+    The reason may quote the token's claims (its scope): it is reduced to a quoted-string of
+    printable ASCII, since a header that cannot be encoded would turn the 401 into a 500.
+    """
+    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in reason)
+    safe = safe.replace('"', "'").replace("\\", "/")
+    realm_part = f'realm="{realm}", ' if realm else ""
+    return f'Bearer {realm_part}error="invalid_token", error_description="{safe}"'
+
+
 class JwksCache:
     """The issuer's public keys by kid, fetched on first use and when an unknown kid appears.
 

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 
 from auth.bearer import Authenticator
 from auth.principal import Principal
-from auth.tokens import InvalidToken
+from auth.tokens import InvalidToken, bearer_challenge
 from service.errors import Unauthorized
 from service.settings import Settings
 from storage.db import Database
@@ -29,15 +29,6 @@ async def get_database(request: Request) -> Database:
     return database
 
 
-def _challenge(reason: str) -> dict[str, str]:
-    # A quoted-string of printable ASCII: the reason may quote the token's claims (its scope),
-    # and a header that cannot be encoded would turn this 401 into a 500.
-    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in reason)
-    safe = safe.replace('"', "'").replace("\\", "/")
-    return {"WWW-Authenticate": f'Bearer realm="carnet", error="invalid_token", '
-                                f'error_description="{safe}"'}
-
-
 async def get_principal(request: Request) -> Principal:
     """The caller behind ``Authorization: Bearer``; 401 for anything that is not a good token."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -49,7 +40,8 @@ async def get_principal(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
         return await authenticator.principal(token.strip())
     except InvalidToken as exc:
-        raise Unauthorized(f"invalid token: {exc.reason}", headers=_challenge(exc.reason)) from exc
+        challenge = {"WWW-Authenticate": bearer_challenge(exc.reason, "carnet")}
+        raise Unauthorized(f"invalid token: {exc.reason}", headers=challenge) from exc
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

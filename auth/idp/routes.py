@@ -34,7 +34,7 @@ from auth.idp.config import CODE_LIFETIME_SECONDS, IdpConfig
 from auth.idp.grants import OAuthError
 from auth.idp.pages import error_page, login_page
 from auth.principal import PSC_ALL
-from auth.tokens import InvalidToken, JwksCache, TokenVerifier
+from auth.tokens import InvalidToken, JwksCache, TokenVerifier, bearer_challenge
 from storage import directory, oauth
 from storage.db import Database
 from storage.oauth import Grant
@@ -283,6 +283,5 @@ async def userinfo(request: Request) -> Response:
 def _invalid_token(reason: str) -> JSONResponse:
     """RFC 6750 3: every 401 names the scheme and the error in WWW-Authenticate."""
     return JSONResponse({"error": "invalid_token", "error_description": reason},
-                        status_code=401, headers={
-                            "WWW-Authenticate": f'Bearer error="invalid_token", '
-                            f'error_description="{reason}"'})
+                        status_code=401,
+                        headers={"WWW-Authenticate": bearer_challenge(reason)})
