@@ -8,7 +8,10 @@ in a single place (``service.errors``), so storage stays free of HTTP.
     ├── ResourceGone          the resource (or version) was deleted
     ├── VersionConflict       the expected version is not the current one
     ├── DuplicateResource     a create raced another create of the same id
-    └── InvalidSearch         a search parameter or value cannot be understood
+    ├── InvalidSearch         a search parameter or value cannot be understood
+    ├── BlobNotFound          no blob under that content address
+    ├── BlobTooLarge          an upload went past its size limit
+    └── BlobStoreUnavailable  the object store failed or could not be reached
 """
 
 from __future__ import annotations
@@ -44,3 +47,19 @@ class InvalidSearch(StorageError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+class BlobNotFound(StorageError):
+    """No blob under that content address (never written, or collected)."""
+
+
+class BlobTooLarge(StorageError):
+    """An upload went past its size limit; nothing of it was kept."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class BlobStoreUnavailable(StorageError):
+    """The object store failed or could not be reached (not a missing blob)."""
