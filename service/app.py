@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -16,10 +17,12 @@ from auth.idp.config import IdpConfig
 from auth.idp.routes import router as idp_router
 from auth.keys import KeyStore
 from auth.tokens import JwksCache, TokenVerifier
+from service.documents.gc import collect_periodically
 from service.errors import install_error_handlers
 from service.fhir.capability import SOFTWARE_VERSION
 from service.fhir.routes import router as fhir_router
 from service.settings import Settings
+from storage.blobs import open_blob_store
 from storage.db import Database
 
 
@@ -41,17 +44,24 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         # freezing them spares every full collection a 55-100 ms walk over them.
         gc.collect()
         gc.freeze()
+        sweeper = (asyncio.create_task(collect_periodically(
+            own, app.state.blob_store, settings.blob_gc_grace, settings.blob_gc_interval))
+            if settings.blob_gc_interval else None)
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             await own.dispose()
             await app.state.jwks_client.aclose()
+            await app.state.blob_store.close()
 
     app = FastAPI(title="Carnet", version=SOFTWARE_VERSION, lifespan=lifespan,
                   description="Health-document exchange: FHIR R4, IHE MHD, INS, e-CPS.")
     app.state.settings = settings
     if database is not None:
         app.state.database = database
+    app.state.blob_store = open_blob_store(settings.blob_url, settings.data_dir)
     install_error_handlers(app)
     app.include_router(fhir_router)
     keys = KeyStore(settings.effective_keys_dir)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from auth.keys import KeyStore
 from service import mint
 from service.settings import Settings
+from storage.blobs import open_blob_store
 from storage.db import Database
 
 
@@ -28,15 +29,17 @@ def _settings() -> Settings:
 
 async def _prepare(settings: Settings, demo: bool) -> dict[str, object] | None:
     db = Database(settings.effective_database_url, pool_size=2)
+    blobs = open_blob_store(settings.blob_url, settings.data_dir)
     try:
         await db.migrate()
         if demo:
             from service.demo import seed_demo
 
-            return await seed_demo(db, f"{settings.local_url}/fhir")
+            return await seed_demo(db, blobs, f"{settings.local_url}/fhir")
         return None
     finally:
         await db.dispose()
+        await blobs.close()
 
 
 @click.group(help="Carnet: health-document exchange over FHIR R4.")
@@ -152,3 +155,30 @@ def token_app(client_id: str, scope: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group(help="The document blob store.")
+def blobs() -> None:
+    pass
+
+
+@blobs.command("gc", help="Delete blobs that no Binary references (older than the grace period).")
+@click.option("--grace", type=int, default=None,
+              help="Seconds an unreferenced blob is kept (default CARNET_BLOB_GC_GRACE).")
+def blobs_gc(grace: int | None) -> None:
+    from service.documents.gc import collect_garbage
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = Database(settings.effective_database_url, pool_size=2)
+        store = open_blob_store(settings.blob_url, settings.data_dir)
+        try:
+            await db.migrate()
+            return await collect_garbage(db, store, settings.blob_gc_grace
+                                         if grace is None else grace)
+        finally:
+            await db.dispose()
+            await store.close()
+
+    click.echo(f"removed {asyncio.run(run())} unreferenced blob(s)", err=True)

@@ -8,16 +8,17 @@ twice changes nothing.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
 
 from fhir_profiles.ins import INS_SLICES, InsTraits, nir_key, patient_with_ins
 from service.access import INTERNAL
+from service.documents.samples import document_bundle
 from service.fhir.transaction import BundleContext, process
 from service.identity import name_key
 from storage import directory, oauth
+from storage.blobs import BlobStore
 from storage.db import Database
 from storage.directory import InsIdentity, Professional
 from storage.oauth import OAuthClient
@@ -91,6 +92,30 @@ def _patient(row: tuple[Any, ...]) -> dict[str, Any]:
     return patient
 
 
+# (patient key, author key, LOINC type, TRE_A03 class, title): filed with ITI-65.
+DOCUMENTS = [
+    ("pat-1", "ps-martin", "11488-4", "10", "Compte rendu de consultation"),
+    ("pat-1", "ps-bernard", "11502-2", "10", "Résultats de biologie"),
+    ("pat-2", "ps-martin", "18842-5", "11", "Lettre de liaison"),
+]
+
+
+def document_bundles(patient_ids: dict[str, str]) -> list[dict[str, Any]]:
+    """One ITI-65 submission per demo document, with fixed masterIdentifiers (re-seedable)."""
+    people = {row[0]: row for row in PRACTITIONERS}
+    bundles = []
+    for i, (patient, author, loinc, class_code, title) in enumerate(DOCUMENTS):
+        text = f"{title} (document de démonstration).\n".encode()
+        _key, rpps, family, given, *_rest = people[author]
+        bundles.append(document_bundle(
+            f"Patient/{patient_ids[patient]}", content=text, content_type="text/plain",
+            master_id=f"urn:oid:1.2.250.1.999.1.{i + 1}", type_code=loinc, class_code=class_code,
+            title=title, date=f"2026-0{i + 1}-15T10:00:00+01:00",
+            period_start=f"2026-0{i + 1}-15T09:30:00+01:00", author_rpps=rpps,
+            author_given=given, author_family=family))
+    return bundles
+
+
 def demo_bundle() -> dict[str, Any]:
     entries = []
     for key, finess, name in ORGANIZATIONS:
@@ -106,23 +131,6 @@ def demo_bundle() -> dict[str, Any]:
         }, f"identifier={IDNAT_PS}|8{rpps}"))
     for row in PATIENTS:
         entries.append(_entry(row[0], _patient(row), f"identifier={INS_NIR_TEST}|{row[1]}"))
-    note = base64.b64encode("Compte rendu de consultation (démonstration).".encode()).decode()
-    documents = [("pat-1", "11488-4", "Compte rendu de consultation"),
-                 ("pat-1", "11502-2", "Résultats de biologie"),
-                 ("pat-2", "18842-5", "Lettre de liaison")]
-    for i, (patient, loinc, title) in enumerate(documents):
-        entries.append(_entry(f"doc-{i}", {
-            "resourceType": "DocumentReference", "status": "current",
-            "masterIdentifier": {"system": "urn:ietf:rfc:3986",
-                                 "value": f"urn:oid:1.2.250.1.999.1.{i + 1}"},
-            "type": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
-            "subject": {"reference": f"urn:uuid:{patient}"},
-            "author": [{"reference": "urn:uuid:ps-martin"}],
-            "custodian": {"reference": "urn:uuid:org-chu-demo"},
-            "date": f"2026-0{i + 1}-15T10:00:00+01:00",
-            "content": [{"attachment": {"contentType": "text/plain", "language": "fr-FR",
-                                        "title": title, "data": note}}],
-        }, f"identifier=urn:ietf:rfc:3986|urn:oid:1.2.250.1.999.1.{i + 1}"))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -139,14 +147,22 @@ async def seed_directories(db: Database) -> None:
         await oauth.put_client(conn, DEMO_APP)
 
 
-async def seed_demo(db: Database, base: str = "http://127.0.0.1:8000/fhir") -> dict[str, Any]:
+async def seed_demo(db: Database, blobs: BlobStore,
+                    base: str = "http://127.0.0.1:8000/fhir") -> dict[str, Any]:
     """Seed (idempotently) and describe what was seeded, with the FHIR ids."""
     await seed_directories(db)
-    context = BundleContext(base, INTERNAL, 20, 100, return_representation=False)
+    context = BundleContext(base, INTERNAL, 20, 100, return_representation=False, blobs=blobs)
     response: dict[str, Any] = orjson.loads(await process(db, demo_bundle(), context))
     ids = {entry["fullUrl"].removeprefix("urn:uuid:"): answer["response"]["location"]
            .split("/_history")[0]
            for entry, answer in zip(demo_bundle()["entry"], response["entry"], strict=True)}
+    patient_ids = {key: ids[key].removeprefix("Patient/") for key in ids if key.startswith("pat-")}
+    documents: list[str] = []
+    for submission in document_bundles(patient_ids):
+        filed = orjson.loads(await process(db, submission, context))
+        documents.extend(answer["response"]["location"].split("/_history")[0]
+                         for entry, answer in zip(submission["entry"], filed["entry"], strict=True)
+                         if entry["resource"]["resourceType"] == "DocumentReference")
     return {
         "patients": [{"ins": row[1], "ins_system": INS_NIR_TEST, "family": row[2],
                       "given": list(row[3]), "birth_date": row[5], "id": ids[row[0]]}
@@ -161,7 +177,7 @@ async def seed_demo(db: Database, base: str = "http://127.0.0.1:8000/fhir") -> d
         "apps": [{"client_id": DEMO_APP.client_id, "client_secret": DEMO_APP_SECRET,
                   "allowed_scopes": DEMO_APP.allowed_scopes,
                   "redirect_uris": list(DEMO_APP.redirect_uris)}],
-        "documents": [ids[f"doc-{i}"] for i in range(3)],
+        "documents": documents,
     }
 
 

@@ -16,6 +16,7 @@ from auth.principal import Principal
 from auth.tokens import InvalidToken, bearer_challenge
 from service.errors import Unauthorized
 from service.settings import Settings
+from storage.blobs import BlobStore
 from storage.db import Database
 
 
@@ -27,6 +28,11 @@ async def get_settings(request: Request) -> Settings:
 async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
+
+
+async def get_blob_store(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blob_store
+    return blobs
 
 
 async def get_principal(request: Request) -> Principal:
@@ -46,4 +52,5 @@ async def get_principal(request: Request) -> Principal:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

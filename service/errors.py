@@ -12,7 +12,9 @@
     ├── PreconditionFailed    412 conflict
     ├── PayloadTooLarge       413 too-long
     ├── UnsupportedMediaType  415 not-supported
-    └── Unprocessable         422 processing
+    ├── RangeNotSatisfiable   416 processing
+    ├── Unprocessable         422 processing
+    └── ServiceUnavailable    503 transient
 
 Storage errors are mapped here too, so no other module knows HTTP statuses.
 """
@@ -32,6 +34,8 @@ from starlette.responses import Response
 
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
 from storage.errors import (
+    BlobStoreUnavailable,
+    BlobTooLarge,
     DuplicateResource,
     InvalidSearch,
     ResourceGone,
@@ -103,8 +107,16 @@ class UnsupportedMediaType(FhirError):
     status, code = 415, "not-supported"
 
 
+class RangeNotSatisfiable(FhirError):
+    status, code = 416, "processing"
+
+
 class Unprocessable(FhirError):
     status, code = 422, "processing"
+
+
+class ServiceUnavailable(FhirError):
+    status, code = 503, "transient"
 
 
 def from_storage_error(exc: StorageError) -> FhirError:
@@ -118,6 +130,12 @@ def from_storage_error(exc: StorageError) -> FhirError:
         return Conflict(str(exc))
     if isinstance(exc, InvalidSearch):
         return BadRequest(str(exc), expression=exc.param)
+    if isinstance(exc, BlobTooLarge):
+        return PayloadTooLarge(str(exc))
+    if isinstance(exc, BlobStoreUnavailable):
+        log.error("blob store unavailable: %s", exc)
+        return ServiceUnavailable("the document store is unavailable; retry later",
+                                  headers={"Retry-After": "5"})
     return FhirError(str(exc))
 
 

@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1, le=10_000)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024,
                                 description="Largest JSON request body accepted (413 above).")
+    max_binary_bytes: int = Field(default=100 * 1024 * 1024, ge=1024,
+                                  description="Largest raw document upload (POST /fhir/Binary "
+                                              "with the document's own content type).")
+    blob_url: str | None = Field(
+        default=None,
+        description="Where document bytes live: default the data directory; file:///path or "
+                    "s3://bucket/prefix (credentials and endpoint from the AWS_* variables).")
+    blob_gc_grace: int = Field(default=3600, ge=0, le=30 * 86_400,
+                               description="Seconds an unreferenced blob is kept before the "
+                                           "garbage collector removes it.")
+    blob_gc_interval: int = Field(default=600, ge=0, le=86_400,
+                                  description="Seconds between two sweeps of unreferenced blobs "
+                                              "by each API process (0: never; see carnet blobs "
+                                              "gc).")
     db_pool_size: int = Field(default=20, ge=1, le=500)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     issuer_url: str | None = Field(

@@ -11,11 +11,14 @@ Each test starts from empty tables.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -25,10 +28,12 @@ from service.settings import Settings
 from storage.db import Database
 from tests.tokens import Tokens, bearer
 
+S3_REGION = "eu-west-3"  # not us-east-1, so bucket creation needs its LocationConstraint
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/carnet_test"
 TABLES = ("resource", "resource_version", "token_index", "string_index", "date_index",
           "reference_index", "insi_identity", "health_professional", "oauth_client",
-          "oauth_code", "oauth_refresh_token")
+          "oauth_code", "oauth_refresh_token", "binary_content", "document_registry",
+          "submission")
 
 
 def postgres_url() -> str:
@@ -122,3 +127,37 @@ async def client(anonymous: httpx.AsyncClient, tokens: Tokens) -> httpx.AsyncCli
     caller, which the access policy lets do anything."""
     anonymous.headers.update(bearer(tokens.app("system/*.cruds")))
     return anonymous
+
+
+# -- S3 (moto's server): the blob store's second back-end ------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server in this process on a free loopback port; yields its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_session() -> Any:
+    """A boto3 session with dummy credentials, shared so that clients are quick to create."""
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                 region_name=S3_REGION)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy credentials, and nothing from the developer's own AWS configuration."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

@@ -14,15 +14,36 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import jsonpatch
 import orjson
+from jsonpointer import JsonPointerException
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from auth.principal import Principal
 from fhir_profiles.ins import ins_issues
-from fhir_profiles.outcome import ValidationFailed
+from fhir_profiles.outcome import Issue, ValidationFailed
+from fhir_profiles.pdsm import (
+    FOLDER,
+    SUBMISSION_SET,
+    document_reference_issues,
+    folder_issues,
+    list_kind,
+    submission_set_issues,
+)
 from fhir_profiles.structure import is_fhir_type, validate_structure
-from service.errors import BadRequest, Gone, NotFound, PreconditionFailed
+from service.documents.metadata import check_document_update
+from service.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
 from service.fhir.http import fhir_instant
 from service.identity import check_patient_identity
+from storage import documents as registry
 from storage import resources as repo
 from storage.search.criteria import parse_query
 from storage.search.parameters import SUPPORTED_TYPES
@@ -69,11 +90,26 @@ def validate(resource: dict[str, Any], resource_type: str | None = None) -> dict
                          expression="resourceType")
     validated = validate_structure(resource)
     check_type(validated["resourceType"])
-    if validated["resourceType"] == "Patient":
-        issues = ins_issues(validated)
-        if issues:
-            raise ValidationFailed(issues, "profile")
+    issues = profile_issues(validated)
+    if issues:
+        raise ValidationFailed(issues, "profile")
     return validated
+
+
+def profile_issues(resource: dict[str, Any]) -> list[Issue]:
+    """The French profiles Carnet enforces: FR Core INS, PDSm documents and lists."""
+    resource_type = resource["resourceType"]
+    if resource_type == "Patient":
+        return ins_issues(resource)
+    if resource_type == "DocumentReference":
+        return document_reference_issues(resource)
+    if resource_type == "List":
+        kind = list_kind(resource)
+        if kind == SUBMISSION_SET:
+            return submission_set_issues(resource)
+        if kind == FOLDER:
+            return folder_issues(resource)
+    return []
 
 
 async def _check_against_directories(conn: AsyncConnection, resource: dict[str, Any]) -> None:
@@ -144,8 +180,12 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *,
 
 async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
                  resource: dict[str, Any], *, if_match: int | None = None,
-                 method: str = "PUT") -> Written:
-    """https://hl7.org/fhir/R4/http.html#update — update-as-create is allowed."""
+                 method: str = "PUT", actor: Principal | None) -> Written:
+    """https://hl7.org/fhir/R4/http.html#update — update-as-create is allowed.
+
+    ``actor`` is who asks, for the rules that depend on it (withdrawing a
+    document); None for Carnet's own changes (superseding a replaced document).
+    """
     if resource.get("id") != resource_id:
         raise BadRequest(f"the resource's id {resource.get('id')!r} must equal the URL's "
                          f"{resource_id!r}", expression=f"{resource_type}.id")
@@ -154,6 +194,12 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
         current = "does not exist" if existing is None else f"is at version {existing.version_id}"
         raise PreconditionFailed(f"If-Match asked for version {if_match} but "
                                  f"{resource_type}/{resource_id} {current}")
+    if resource_type == "DocumentReference":
+        if existing is None or existing.deleted or existing.content is None:
+            raise MethodNotAllowed("a document is filed with POST (ITI-65 transaction or "
+                                   "DocumentReference create), not created by PUT")
+        check_document_update(orjson.loads(existing.content), resource, actor,
+                              await registry.filed_document_by_id(conn, resource_id))
     if existing is None:
         return await create(conn, resource, resource_id=resource_id, method=method)
     await _check_against_directories(conn, resource)
@@ -209,7 +255,7 @@ async def conditional_create(conn: AsyncConnection, resource: dict[str, Any],
 
 
 async def conditional_update(conn: AsyncConnection, resource_type: str, query_string: str,
-                             resource: dict[str, Any]) -> Written:
+                             resource: dict[str, Any], *, actor: Principal) -> Written:
     """https://hl7.org/fhir/R4/http.html#cond-update"""
     ids = await matching_ids(conn, resource_type, query_string)
     if len(ids) > 1:
@@ -218,9 +264,47 @@ async def conditional_update(conn: AsyncConnection, resource_type: str, query_st
         given = resource.get("id")
         if given is not None:
             check_id(given)
-            return await update(conn, resource_type, given, resource)
+            return await update(conn, resource_type, given, resource, actor=actor)
         return await create(conn, resource)
     if resource.get("id") not in (None, ids[0]):
         raise BadRequest(f"the resource's id {resource['id']!r} is not the matching "
                          f"{resource_type}/{ids[0]}")
-    return await update(conn, resource_type, ids[0], {**resource, "id": ids[0]})
+    return await update(conn, resource_type, ids[0], {**resource, "id": ids[0]}, actor=actor)
+
+
+def parse_json_patch(body: bytes) -> jsonpatch.JsonPatch:
+    """A JSON Patch document (RFC 6902): 400 unless an array of well-formed operations."""
+    try:
+        operations = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the JSON Patch is not valid JSON: {exc}") from exc
+    if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
+        raise BadRequest("a JSON Patch is an array of operations such as "
+                         '{"op": "replace", "path": "/status", "value": "entered-in-error"}')
+    try:
+        patch_document = jsonpatch.JsonPatch(operations)  # checks each operation
+    except (jsonpatch.InvalidJsonPatch, JsonPointerException, KeyError, TypeError) as exc:
+        raise BadRequest(f"invalid JSON Patch: {exc}") from exc
+    return patch_document
+
+
+async def patch(conn: AsyncConnection, resource_type: str, resource_id: str,
+                operations: jsonpatch.JsonPatch, *, if_match: int | None,
+                actor: Principal) -> Written:
+    """https://hl7.org/fhir/R4/http.html#patch — JSON Patch on the current version."""
+    content, version_id, _ = await read(conn, resource_type, resource_id)
+    if if_match is not None and if_match != version_id:
+        raise PreconditionFailed(f"If-Match asked for version {if_match} but "
+                                 f"{resource_type}/{resource_id} is at {version_id}")
+    try:
+        patched = operations.apply(orjson.loads(content))
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise Conflict(f"JSON Patch test failed: {exc}") from exc
+    except (jsonpatch.JsonPatchException, JsonPointerException, TypeError) as exc:
+        raise Unprocessable(f"the JSON Patch cannot be applied to {resource_type}/{resource_id}:"
+                            f" {exc}") from exc
+    if not isinstance(patched, dict):
+        raise Unprocessable("the JSON Patch must leave a resource (a JSON object)")
+    resource = validate(patched, resource_type)
+    return await update(conn, resource_type, resource_id, resource, if_match=version_id,
+                        method="PATCH", actor=actor)

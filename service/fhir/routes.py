@@ -6,22 +6,32 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from auth.policy import Interaction
 from auth.principal import Principal
 from service.access import authorize
-from service.deps import DatabaseDep, PrincipalDep, SettingsDep
-from service.errors import BadRequest, MethodNotAllowed, UnsupportedMediaType
+from service.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep
+from service.documents import binaries, filing
+from service.errors import (
+    FHIR_JSON,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from service.fhir import interactions, transaction
 from service.fhir.capability import capability_statement
 from service.fhir.history import history
 from service.fhir.http import (
+    JSON_TYPES,
     base_url,
     check_acceptable,
     etag,
     fhir_json,
     http_date,
+    is_plain_number,
     parse_if_match,
     parse_version,
     prefer,
@@ -33,6 +43,7 @@ from service.fhir.insi import ins_lookup_operation
 from service.fhir.search import SearchRequest, search
 from service.fhir.smart import smart_configuration
 from service.settings import Settings
+from storage.blobs import BlobStore
 from storage.db import Database
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
@@ -105,12 +116,12 @@ async def metadata(request: Request, settings: SettingsDep) -> Response:
 @router.post("", summary="transaction or batch Bundle")
 @router.post("/", include_in_schema=False)
 async def transaction_or_batch(request: Request, settings: SettingsDep, db: DatabaseDep,
-                               principal: PrincipalDep) -> Response:
+                               blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
     check_acceptable(request)
     data = await read_json_resource(request, settings.max_body_bytes)
     context = transaction.BundleContext(
         base_url(request, settings.public_url), principal, settings.default_page_size,
-        settings.max_page_size, prefer(request).get("return") == "representation")
+        settings.max_page_size, prefer(request).get("return") == "representation", blobs)
     return fhir_json(await transaction.process(db, data, context), pretty=wants_pretty(request))
 
 
@@ -137,32 +148,66 @@ async def search_post(resource_type: str, request: Request, settings: SettingsDe
                                   request.query_params.multi_items() + form)
 
 
-@router.post("/{resource_type}", summary="create")
+def _is_raw_upload(request: Request, resource_type: str) -> bool:
+    """ITI-68's counterpart: a Binary POSTed as the document's own bytes, not as FHIR JSON."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return resource_type == "Binary" and bool(media) and media not in JSON_TYPES
+
+
+@router.post("/{resource_type}", summary="create (a Binary also as raw bytes)")
 async def create(resource_type: str, request: Request, settings: SettingsDep,
-                 db: DatabaseDep, principal: PrincipalDep) -> Response:
+                 db: DatabaseDep, blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
+    if _is_raw_upload(request, resource_type):
+        authorize(principal, Interaction.CREATE, resource_type)
+        return await _raw_upload(request, settings, db, blobs)
     resource = await _incoming_resource(request, settings, resource_type)
     authorize(principal, Interaction.CREATE, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
+    filing.check_method(resource_type, "POST", conditional=bool(if_none_exist))
     if if_none_exist:
         authorize(principal, Interaction.SEARCH, resource_type)
+    blob = None
+    if resource_type == "Binary":
+        resource, blob = await binaries.store_inline(blobs, resource)
     async with db.write() as conn:
         if if_none_exist:
             written = await interactions.conditional_create(conn, resource,
                                                             if_none_exist.lstrip("?"))
+        elif blob is not None:
+            written = await binaries.create_binary(conn, resource, blob)
+        elif resource_type == "DocumentReference":
+            written = await filing.file_document(
+                conn, resource, base=base_url(request, settings.public_url), filed_by=principal)
         else:
             written = await interactions.create(conn, resource)
+    return _written_response(request, settings, written)
+
+
+async def _raw_upload(request: Request, settings: Settings, db: Database,
+                      blobs: BlobStore) -> Response:
+    check_acceptable(request)
+    declared = request.headers.get("content-length")
+    if declared and is_plain_number(declared) and int(declared) > settings.max_binary_bytes:
+        raise PayloadTooLarge(f"the document's {declared} bytes exceed the "
+                              f"{settings.max_binary_bytes} byte limit (CARNET_MAX_BINARY_BYTES)")
+    resource = binaries.raw_binary_resource(request.headers["content-type"],
+                                            request.headers.get("x-security-context"))
+    blob = await binaries.store_stream(blobs, request.stream(), settings.max_binary_bytes)
+    async with db.write() as conn:
+        written = await binaries.create_binary(conn, resource, blob)
     return _written_response(request, settings, written)
 
 
 @router.put("/{resource_type}", summary="conditional update")
 async def conditional_update(resource_type: str, request: Request, settings: SettingsDep,
                              db: DatabaseDep, principal: PrincipalDep) -> Response:
+    filing.check_method(resource_type, "PUT")
     resource = await _incoming_resource(request, settings, resource_type)
     authorize(principal, Interaction.SEARCH, resource_type)
     authorize(principal, Interaction.UPDATE, resource_type)
     async with db.write() as conn:
-        written = await interactions.conditional_update(conn, resource_type,
-                                                        request.url.query, resource)
+        written = await interactions.conditional_update(conn, resource_type, request.url.query,
+                                                        resource, actor=principal)
     return _written_response(request, settings, written)
 
 
@@ -178,9 +223,12 @@ async def type_history(resource_type: str, request: Request, settings: SettingsD
     return await _history_response(request, settings, db, principal, resource_type, None)
 
 
-@router.get("/{resource_type}/{resource_id}", summary="read")
+@router.get("/{resource_type}/{resource_id}", summary="read (a Binary: ITI-68, the bytes)")
 async def read(resource_type: str, resource_id: str, request: Request,
-               db: DatabaseDep, principal: PrincipalDep) -> Response:
+               db: DatabaseDep, blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
+    if resource_type == "Binary":
+        authorize(principal, Interaction.READ, resource_type)
+        return await _binary_response(request, db, blobs, resource_id)
     check_acceptable(request)
     interactions.check_type(resource_type)
     authorize(principal, Interaction.READ, resource_type)
@@ -191,16 +239,75 @@ async def read(resource_type: str, resource_id: str, request: Request,
     return fhir_json(content, headers=headers, pretty=wants_pretty(request))
 
 
+def _wants_fhir_resource(request: Request) -> bool:
+    """For a Binary: FHIR JSON asked for explicitly; anything else gets the document's bytes."""
+    if request.query_params.get("_format") is not None:
+        check_acceptable(request)
+        return True
+    accept = request.headers.get("accept", "").lower()
+    return "application/fhir+json" in accept or "application/json+fhir" in accept
+
+
+async def _binary_response(request: Request, db: Database, blobs: BlobStore,
+                           binary_id: str) -> Response:
+    """ITI-68 Retrieve Document: the bytes (with Range), or the Binary resource as FHIR JSON."""
+    async with db.read() as conn:
+        binary = await binaries.stored_binary(conn, binary_id)
+    content = binary.content
+    if _wants_fhir_resource(request):
+        return StreamingResponse(binaries.binary_json(binary, blobs), media_type=FHIR_JSON,
+                                 headers={"ETag": etag(binary.version_id),
+                                          "Last-Modified": http_date(binary.last_updated)})
+    strong = f'"{content.blob_key}"'
+    headers = {"ETag": strong, "Accept-Ranges": "bytes",
+               "Last-Modified": http_date(binary.last_updated),
+               # Served bytes are the patient's document, never a page of this site.
+               "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    if strong in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if_range = request.headers.get("if-range")
+    wanted = binaries.byte_range(request.headers.get("range") if if_range in (None, strong)
+                                 else None, content.size)
+    offset, length = wanted or (0, content.size)
+    # Exactly the stored type (media_type= would add a charset to text types).
+    headers["Content-Type"] = content.content_type
+    headers["Content-Length"] = str(length)
+    if wanted is not None:
+        headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{content.size}"
+    return StreamingResponse(blobs.read(content.blob_key, offset, length),
+                             status_code=206 if wanted else 200, headers=headers)
+
+
+@router.patch("/{resource_type}/{resource_id}", summary="patch (JSON Patch)")
+async def patch(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
+                db: DatabaseDep, principal: PrincipalDep) -> Response:
+    check_acceptable(request)
+    interactions.check_type(resource_type)
+    filing.check_method(resource_type, "PATCH")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json-patch+json":
+        raise UnsupportedMediaType("PATCH takes a JSON Patch document "
+                                   "(Content-Type: application/json-patch+json)")
+    operations = interactions.parse_json_patch(await read_body(request, settings.max_body_bytes))
+    authorize(principal, Interaction.UPDATE, resource_type)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    async with db.write() as conn:
+        written = await interactions.patch(conn, resource_type, resource_id, operations,
+                                           if_match=if_match, actor=principal)
+    return _written_response(request, settings, written)
+
+
 @router.put("/{resource_type}/{resource_id}", summary="update (or create with this id)")
 async def update(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
                  db: DatabaseDep, principal: PrincipalDep) -> Response:
     interactions.check_id(resource_id)
+    filing.check_method(resource_type, "PUT")
     resource = await _incoming_resource(request, settings, resource_type)
     authorize(principal, Interaction.UPDATE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with db.write() as conn:
         written = await interactions.update(conn, resource_type, resource_id, resource,
-                                            if_match=if_match)
+                                            if_match=if_match, actor=principal)
     return _written_response(request, settings, written)
 
 
@@ -208,6 +315,7 @@ async def update(resource_type: str, resource_id: str, request: Request, setting
 async def delete(resource_type: str, resource_id: str, request: Request,
                  db: DatabaseDep, principal: PrincipalDep) -> Response:
     interactions.check_type(resource_type)
+    filing.check_method(resource_type, "DELETE")
     authorize(principal, Interaction.DELETE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with db.write() as conn:
@@ -227,11 +335,19 @@ async def instance_history(resource_type: str, resource_id: str, request: Reques
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="vread")
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
-                db: DatabaseDep, principal: PrincipalDep) -> Response:
+                db: DatabaseDep, blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
     authorize(principal, Interaction.VREAD, resource_type)
     version = parse_version(version_id)
+    if resource_type == "Binary":  # immutable: its one version, with its data
+        async with db.read() as conn:
+            binary = await binaries.stored_binary(conn, resource_id)
+        if binary.version_id != version:
+            raise NotFound(f"Binary/{resource_id} has no version {version}")
+        return StreamingResponse(binaries.binary_json(binary, blobs), media_type=FHIR_JSON,
+                                 headers={"ETag": etag(version),
+                                          "Last-Modified": http_date(binary.last_updated)})
     async with db.read() as conn:
         content, last_updated = await interactions.vread(conn, resource_type, resource_id,
                                                          version)

@@ -19,8 +19,10 @@ from auth.policy import Interaction
 from auth.principal import Principal
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
 from service.access import authorize
+from service.documents import binaries, filing
 from service.errors import (
     BadRequest,
+    Conflict,
     FhirError,
     MethodNotAllowed,
     PreconditionFailed,
@@ -32,6 +34,8 @@ from service.fhir.bundles import bundle, entry
 from service.fhir.history import history
 from service.fhir.http import etag, fhir_instant, parse_if_match, parse_version
 from service.fhir.search import SearchRequest, search
+from storage import documents as registry
+from storage.blobs import BlobInfo, BlobStore
 from storage.db import Database
 from storage.errors import StorageError
 
@@ -50,6 +54,7 @@ class Entry:
     if_none_exist: str | None = None
     if_match: int | None = None
     sub_path: list[str] = field(default_factory=list)
+    blob: BlobInfo | None = None  # where a POSTed Binary's bytes went
 
 
 @dataclass
@@ -77,6 +82,7 @@ class BundleContext:
     default_count: int
     max_count: int
     return_representation: bool
+    blobs: BlobStore
 
 
 def _written(w: interactions.Written) -> Outcome:
@@ -164,6 +170,8 @@ def _parse_entry(index: int, raw: Any, base: str) -> Entry:
     if not path:
         raise BadRequest(f"entry.request.url {url!r} names no resource type")
     interactions.check_type(path[0])
+    filing.check_method(path[0], method,
+                        conditional=isinstance(request.get("ifNoneExist"), str))
     resource_id = path[1] if len(path) > 1 else None
     if resource_id is not None and not resource_id.startswith("_"):
         interactions.check_id(resource_id)
@@ -199,33 +207,95 @@ async def process(db: Database, data: dict[str, Any], context: BundleContext) ->
             raise kind_of_error(errors[0].issues[0].diagnostics,
                                 issues=[issue for error in errors for issue in error.issues])
         entries = [e for e in parsed if isinstance(e, Entry)]
+        submission = filing.check_submission([e.resource for e in entries
+                                              if e.method == "POST" and e.resource is not None])
+        for e in entries:  # the bytes go to the blob store before the database transaction
+            await _store_blob(e, context.blobs)
         async with db.write() as conn:
-            outcomes = await _run_transaction(conn, entries, context)
-        response_type = "transaction-response"
-    else:
-        outcomes = [_failed(e) if isinstance(e, FhirError)
-                    else await _run_batch_entry(db, e, context) for e in parsed]
-        response_type = "batch-response"
-    return bundle(response_type, [o.as_entry(context.return_representation) for o in outcomes])
+            return await _run_transaction(conn, entries, context, submission)
+    outcomes = []
+    for item in parsed:
+        if isinstance(item, Entry):
+            try:
+                await _store_blob(item, context.blobs)
+            except FhirError as exc:
+                item = exc
+        outcomes.append(_failed(item) if isinstance(item, FhirError)
+                        else await _run_batch_entry(db, item, context))
+    return bundle("batch-response",
+                  [o.as_entry(context.return_representation) for o in outcomes])
+
+
+async def _store_blob(e: Entry, blobs: BlobStore) -> None:
+    if e.method == "POST" and e.resource_type == "Binary" and e.resource is not None:
+        try:
+            e.resource, e.blob = await binaries.store_inline(blobs, e.resource)
+        except FhirError as exc:
+            raise _located(exc, e.index) from exc
 
 
 async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
-                           context: BundleContext) -> list[Outcome]:
+                           context: BundleContext, submission: bool) -> bytes:
+    """Every entry, then the document checks, in one database transaction; the response."""
     outcomes: dict[int, Outcome] = {}
     current: Entry | None = None
+    documents = [e for e in entries if e.method == "POST" and e.resource_type ==
+                 "DocumentReference" and e.resource is not None]
     try:
         targets = await _assign_targets(conn, entries)
+        if documents:
+            resent = await filing.find_resent(conn, [e.resource for e in documents
+                                                     if e.resource is not None])
+            if resent is not None:
+                if resent.response is None:
+                    raise Conflict("[document-resent] these documents were filed before, but "
+                                   "not by one ITI-65 submission that could be answered again")
+                return filing.replayed(resent.response)
+        _link_binaries(entries, documents)
         for current in entries:
             if current.resource is not None:
                 current.resource = await _resolve_references(conn, current.resource, targets,
                                                               context.principal)
+        submission_pk = await registry.new_submission(conn) if submission else None
         for current in sorted(entries, key=lambda e: _ORDER[e.method]):
             outcomes[current.index] = await _execute(conn, current, context)
+        for current in documents:
+            await filing.complete_filing(conn, _stored(current), base=context.base,
+                                         filed_by=context.principal, submission_pk=submission_pk)
+        current = None
+        if submission:
+            submission_set = next(e for e in entries if filing.is_submission_set(e.resource))
+            current = submission_set
+            await filing.complete_submission(conn, _stored(submission_set),
+                                             [_stored(e) for e in documents])
     except StorageError as exc:
         raise _located(from_storage_error(exc), current.index if current else None) from exc
     except FhirError as exc:
         raise _located(exc, current.index if current else None) from exc
-    return [outcomes[e.index] for e in entries]
+    answers = [outcomes[e.index] for e in entries]
+    if submission_pk is not None:  # kept to answer a re-send of the same submission
+        await registry.save_submission_response(conn, submission_pk, bundle(
+            "transaction-response", [o.as_entry(False) for o in answers]))
+    return bundle("transaction-response",
+                  [o.as_entry(context.return_representation) for o in answers])
+
+
+def _stored(e: Entry) -> dict[str, Any]:
+    """An entry's resource as it was stored: references resolved, with its id."""
+    assert e.resource is not None and e.resource_id is not None
+    return {**e.resource, "id": e.resource_id}
+
+
+def _link_binaries(entries: list[Entry], documents: list[Entry]) -> None:
+    """A Binary filed with a document takes it as securityContext (who may read the bytes)."""
+    by_url = {e.full_url: e for e in entries
+              if e.full_url and e.resource_type == "Binary" and e.resource is not None}
+    for document in documents:
+        for content in (document.resource or {}).get("content") or []:
+            binary = by_url.get(str((content.get("attachment") or {}).get("url")))
+            if binary is not None and binary.resource is not None:
+                binary.resource = {**binary.resource, "securityContext": {
+                    "reference": f"DocumentReference/{document.resource_id}"}}
 
 
 def _located(exc: FhirError, index: int | None) -> FhirError:
@@ -233,7 +303,9 @@ def _located(exc: FhirError, index: int | None) -> FhirError:
     if index is None:
         return exc
     exc.issues = [Issue(f"Bundle.entry[{index}]: {i.diagnostics}", i.code, i.severity,
-                        i.expression or [f"Bundle.entry[{index}]"]) for i in exc.issues]
+                        [e if e.startswith("Bundle.") else _entry_path(index, e)
+                         for e in i.expression] or [f"Bundle.entry[{index}]"])
+                  for i in exc.issues]
     return exc
 
 
@@ -287,6 +359,8 @@ async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[st
         return node
     resolved = {k: await _resolve_references(conn, v, targets, principal)
                 for k, v in node.items()}
+    if isinstance(resolved.get("url"), str) and resolved["url"] in targets:
+        resolved["url"] = targets[resolved["url"]]  # Attachment.url naming a Binary entry
     reference = resolved.get("reference")
     if isinstance(reference, str):
         if reference in targets:
@@ -312,12 +386,16 @@ async def _execute(conn: AsyncConnection, e: Entry, context: BundleContext) -> O
         return Outcome("204 No Content")
     if e.method == "POST":
         assert e.resource is not None
+        if e.blob is not None:
+            return _written(await binaries.create_binary(conn, e.resource, e.blob,
+                                                         resource_id=e.resource_id))
         return _written(await interactions.create(conn, e.resource, resource_id=e.resource_id,
                                                   method="POST"))
     if e.method == "PUT":
         assert e.resource is not None and e.resource_id is not None
         return _written(await interactions.update(conn, e.resource_type, e.resource_id,
-                                                  e.resource, if_match=e.if_match))
+                                                  e.resource, if_match=e.if_match,
+                                                  actor=context.principal))
     return await _get(conn, e, context)
 
 
@@ -360,9 +438,13 @@ async def _run_batch_entry(db: Database, e: Entry, context: BundleContext) -> Ou
             if e.method == "PUT" and e.resource_id is None:
                 assert e.resource is not None
                 return _written(await interactions.conditional_update(
-                    conn, e.resource_type, e.query, e.resource))
+                    conn, e.resource_type, e.query, e.resource, actor=context.principal))
             if e.resource is not None:
                 e.resource = await _resolve_references(conn, e.resource, {}, context.principal)
+            if e.method == "POST" and e.resource_type == "DocumentReference":
+                assert e.resource is not None
+                return _written(await filing.file_document(conn, e.resource, base=context.base,
+                                                           filed_by=context.principal))
             return await _execute(conn, e, context)
     except FhirError as exc:
         return _failed(exc)

@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import storage.directory
+import storage.documents
 import storage.oauth
 import storage.tables  # noqa: F401
 

@@ -206,8 +206,12 @@ def _parse_include(resource_type: str, raw: str, reverse: bool) -> IncludeSpec:
 
 def parse_criterion(resource_type: str, key: str, raw: str) -> Criterion | None:
     """One filter from ``key=raw``; None when the parameter or modifier is not supported."""
-    name_part, _, chain_rest = key.partition(".")
-    name, _, modifier = name_part.partition(":")
+    dotted, _, dotted_modifier = key.partition(":")
+    if "." in dotted and dotted in params_for(resource_type):  # a dotted name (author.given)
+        name, modifier, chain_rest = dotted, dotted_modifier, ""
+    else:
+        name_part, _, chain_rest = key.partition(".")
+        name, _, modifier = name_part.partition(":")
     modifier_or_none = modifier or None
 
     if name in RESOURCE_COLUMNS:

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.search.parameters import SearchParam, params_for
+from storage.search.parameters import (
+    EXTENSION_STEP,
+    EXTENSION_URLS,
+    RESOLVE,
+    SearchParam,
+    params_for,
+)
 from storage.search.values import (
     CODE_WIDTH,
     MAX_INSTANT,
@@ -22,7 +28,7 @@ from storage.search.values import (
 )
 
 
-def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
+def _walk(node: Any, parts: list[str], root: dict[str, Any]) -> Iterator[Any]:
     if not parts:
         if isinstance(node, list):
             yield from node
@@ -31,14 +37,32 @@ def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
         return
     if isinstance(node, list):
         for item in node:
-            yield from _walk(item, parts)
+            yield from _walk(item, parts, root)
         return
-    if isinstance(node, dict):
-        yield from _walk(node.get(parts[0]), parts[1:])
+    if not isinstance(node, dict):
+        return
+    step = parts[0]
+    if step == RESOLVE:
+        yield from _walk(_contained(root, node), parts[1:], root)
+    elif step.startswith(EXTENSION_STEP):
+        url = EXTENSION_URLS[step.removeprefix(EXTENSION_STEP)]
+        yield from _walk([e for e in node.get("extension") or []
+                          if isinstance(e, dict) and e.get("url") == url], parts[1:], root)
+    else:
+        yield from _walk(node.get(step), parts[1:], root)
+
+
+def _contained(root: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
+    """The contained resource a ``#id`` reference names (FHIRPath ``resolve()``, local only)."""
+    target = reference.get("reference")
+    if not isinstance(target, str) or not target.startswith("#"):
+        return None
+    return next((c for c in root.get("contained") or []
+                 if isinstance(c, dict) and c.get("id") == target[1:]), None)
 
 
 def values_at(resource: dict[str, Any], path: str) -> Iterator[Any]:
-    yield from _walk(resource, path.split("."))
+    yield from _walk(resource, path.split("."), resource)
 
 
 _STRING_PARTS = ("text", "family", "given", "prefix", "suffix",

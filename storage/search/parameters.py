@@ -30,6 +30,21 @@ def _p(name: str, kind: ParamType, *paths: str, targets: tuple[str, ...] = (),
     return SearchParam(name, kind, paths, targets, only)
 
 
+# Path steps beyond element names: ``resolve()`` follows a ``#id`` reference into
+# ``contained``; ``extension:<name>`` keeps the extensions with that URL.
+RESOLVE = "resolve()"
+EXTENSION_STEP = "extension:"
+EXTENSION_URLS = {
+    "isArchived": "http://esante.gouv.fr/cisis/fhir/StructureDefinition/PDSm_isArchived",
+    "designationType": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType",
+    "sourceId": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId",
+}
+# MHD's author.given / author.family: the names of the document's authors, carried in
+# the document itself (contained, as MHD and PDSm have them), directly or via a
+# contained PractitionerRole's practitioner.
+_AUTHOR_NAME = ("author.resolve().name", "author.resolve().practitioner.resolve().name")
+
+
 def _patient_ref(*paths: str) -> SearchParam:
     return _p("patient", "reference", *paths, targets=("Patient",), only=True)
 
@@ -107,6 +122,9 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
         _p("relatesto", "reference", "relatesTo.target", targets=("DocumentReference",)),
         _p("relation", "token", "relatesTo.code"),
         _p("description", "string", "description"),
+        _p("author.given", "string", *(f"{path}.given" for path in _AUTHOR_NAME)),
+        _p("author.family", "string", *(f"{path}.family" for path in _AUTHOR_NAME)),
+        _p("isArchived", "token", "extension:isArchived.valueBoolean"),
     ),
     "Binary": (),
     "List": (
@@ -120,6 +138,9 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
            targets=("Practitioner", "PractitionerRole", "Patient")),
         _p("item", "reference", "entry.item"),
         _p("title", "string", "title"),
+        _p("designationType", "token", "extension:designationType.valueCodeableConcept"),
+        _p("sourceId", "token", "extension:sourceId.valueIdentifier"),
+        _p("isArchived", "token", "extension:isArchived.valueBoolean"),
     ),
     "Consent": (
         _p("identifier", "token", "identifier"),

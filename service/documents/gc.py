@@ -1,0 +1,47 @@
+"""Removing blobs that no Binary references.
+
+Bytes reach the blob store before the database transaction that records them
+(a large document is never held in memory to wait for it). A transaction that
+then fails, or a process killed between the two, leaves an unreferenced blob:
+invisible (no Binary points at it) and removed here once older than the grace
+period. Writing a blob refreshes its age, so a request still on its way to
+commit keeps its blob as long as it takes less than the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from storage import documents as registry
+from storage.blobs import BlobStore
+from storage.db import Database
+
+log = logging.getLogger("carnet.blobs")
+
+
+async def collect_garbage(db: Database, blobs: BlobStore, grace_seconds: float) -> int:
+    """Delete unreferenced blobs last written more than ``grace_seconds`` ago; how many."""
+    removed = 0
+    async for key in blobs.written_before(time.time() - grace_seconds):
+        async with db.read() as conn:
+            referenced = await registry.blob_is_referenced(conn, key)
+        if not referenced:
+            await blobs.delete(key)
+            removed += 1
+    return removed
+
+
+async def collect_periodically(db: Database, blobs: BlobStore, grace_seconds: float,
+                               interval_seconds: float) -> None:
+    """The API process's background sweep (cancelled at shutdown)."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            removed = await collect_garbage(db, blobs, grace_seconds)
+        except Exception:  # a failed sweep is retried at the next interval
+            log.exception("blob garbage collection failed")
+            continue
+        if removed:
+            log.info("removed %d unreferenced blob(s)", removed)

@@ -1,0 +1,245 @@
+"""Builders of PDSm-conformant ITI-65 (Provide Document Bundle) transactions.
+
+Used by the demo data, the upload harness and the test suite.
+
+Every Bundle passes ``fhir_profiles.pdsm`` with no issue and each of its resources passes
+``fhir_profiles.structure.validate_structure`` (tests/fhir_profiles/test_pdsm.py checks both).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from typing import Any
+
+from fhir_profiles.pdsm import (
+    CLASS_CODES,
+    CONFIDENTIALITY_CODES,
+    LIST_TYPES_SYSTEM,
+    SUBMISSION_SET,
+    VISIBILITY_CODES,
+    sha1_base64,
+)
+from fhir_profiles.pdsm import FOLDER as FOLDER_CODE
+
+LOINC = "http://loinc.org"
+CLASS_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+VISIBILITY_SYSTEM = ("https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/"
+                     "TRE-A07-StatutVisibiliteDocument")
+SECTOR_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R02-SecteurActivite/FHIR/TRE-R02-SecteurActivite"
+SETTING_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_A01-CadreExercice/FHIR/TRE-A01-CadreExercice"
+PROFESSION_SYSTEM = "urn:oid:1.2.250.1.71.1.2.7"  # TRE_G15-ProfessionSante
+IDNAT_PS = "urn:oid:1.2.250.1.71.4.2.1"
+RPPS = "https://rpps.esante.gouv.fr"
+FINESS = "urn:oid:1.2.250.1.71.4.2.2"
+URI = "urn:ietf:rfc:3986"
+SOURCE_ID_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
+DESIGNATION_TYPE_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType"
+SOURCE_ID = "urn:oid:1.2.250.1.213.1.1.9.99"  # an invented sending system (demo, tests)
+FINESS_NUMBER = "750100015"  # the custodian of the PDSm examples
+NON_PS_SYSTEM = ("https://mos.esante.gouv.fr/NOS/TRE_A00-ProducteurDocNonPS/FHIR/"
+                 "TRE-A00-ProducteurDocNonPS")
+# Authors whose documents take the TRE_A00 (non-professional) context codes.
+_NON_PS_AUTHORS = ("Patient", "Device")
+
+
+def _pdf() -> bytes:
+    """A tiny but real one-page PDF (correct xref offsets), saying "Carnet"."""
+    stream = b"BT /F1 18 Tf 72 720 Td (Carnet) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return out
+
+
+PDF = _pdf()
+
+
+def new_urn() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    coding = {"system": system, "code": code}
+    return {"coding": [coding | ({"display": display} if display else {})]}
+
+
+def _author(rpps: str, given: str, family: str) -> list[dict[str, Any]]:
+    """Contained author: PractitionerRole #author -> Practitioner #author-practitioner, plus
+    the custodian Organization #custodian where the author works."""
+    return [
+        {"resourceType": "PractitionerRole", "id": "author",
+         "practitioner": {"reference": "#author-practitioner"},
+         "organization": {"reference": "#custodian"},
+         "code": [_coding(PROFESSION_SYSTEM, "10", "Médecin")]},
+        {"resourceType": "Practitioner", "id": "author-practitioner",
+         "identifier": [{"system": IDNAT_PS, "value": f"8{rpps}"}, {"system": RPPS, "value": rpps}],
+         "name": [{"family": family, "given": [given]}]},
+        {"resourceType": "Organization", "id": "custodian",
+         "identifier": [{"system": FINESS, "value": FINESS_NUMBER}],
+         "name": "Centre hospitalier de démonstration"},
+    ]
+
+
+def _security_label(code: str) -> dict[str, Any]:
+    if code in VISIBILITY_CODES:
+        return _coding(VISIBILITY_SYSTEM, code, VISIBILITY_CODES[code])
+    return _coding(CONFIDENTIALITY_SYSTEM, code, CONFIDENTIALITY_CODES.get(code))
+
+
+def _reference_type(reference: str) -> str | None:
+    """``Patient`` for ``Patient/1`` or ``http://x/fhir/Patient/1``; None otherwise."""
+    parts = reference.split("/_history")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else None
+
+
+def _document(patient_ref: str, full_url: str, binary_url: str, *, content: bytes,
+              content_type: str, master_id: str | None, type_code: str, class_code: str,
+              security: tuple[str, ...], title: str, date: str, period_start: str,
+              author_rpps: str, author_given: str, author_family: str,
+              replaces: str | None, authors: list[str] | None = None) -> dict[str, Any]:
+    contained = _author(author_rpps, author_given, author_family)
+    if authors is not None:  # literal authors: only the custodian stays contained
+        contained = [r for r in contained if r["id"] == "custodian"]
+    doc: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "contained": contained,
+        "masterIdentifier": {"system": URI, "value": master_id or new_urn()},
+        "identifier": [{"use": "official", "system": URI, "value": full_url}],
+        "status": "current",
+        "type": _coding(LOINC, type_code),
+        "category": [_coding(CLASS_SYSTEM, class_code, CLASS_CODES.get(class_code))],
+        "subject": {"reference": patient_ref},
+        "date": date,
+        "author": [{"reference": reference} for reference in authors]
+        if authors is not None else [{"reference": "#author"}],
+        "custodian": {"reference": "#custodian"},
+        "securityLabel": [_security_label(code) for code in security],
+        "content": [{"attachment": {
+            "contentType": content_type, "language": "fr-FR", "url": binary_url,
+            "size": len(content), "hash": sha1_base64(hashlib.sha1(content).digest()),
+            "title": title, "creation": date}}],
+        "context": {
+            "period": {"start": period_start},
+            "facilityType": _coding(SECTOR_SYSTEM, "SA01", "Etablissement public de santé"),
+            "practiceSetting": _coding(SETTING_SYSTEM, "ETABLISSEMENT", "Etablissement de santé"),
+        },
+    }
+    if authors and all(_reference_type(a) in _NON_PS_AUTHORS for a in authors):
+        # A document the patient (or a device) produced: PDSm's non-professional codes.
+        doc["context"]["facilityType"] = _coding(NON_PS_SYSTEM, "PATIENT", "Patient")
+        doc["context"]["practiceSetting"] = _coding(NON_PS_SYSTEM, "PATIENT", "Patient")
+    if replaces:
+        doc["relatesTo"] = [{"code": "replaces", "target": {"reference": replaces}}]
+    return doc
+
+
+def _list(kind: str, patient_ref: str, date: str, items: list[str], *,
+          rpps: str, given: str, family: str) -> dict[str, Any]:
+    """A SubmissionSet or Folder List over ``items`` (fullUrls)."""
+    lst: dict[str, Any] = {
+        "resourceType": "List",
+        "extension": [{"url": DESIGNATION_TYPE_URL, "valueCodeableConcept": _coding(
+            SECTOR_SYSTEM, "SA01", "Etablissement public de santé")}],
+        "identifier": [{"use": "usual", "system": URI, "value": new_urn()}],
+        "status": "current", "mode": "working",
+        "title": "Lot de soumission" if kind == SUBMISSION_SET else "Classeur",
+        "code": _coding(LIST_TYPES_SYSTEM, kind),
+        "subject": {"reference": patient_ref}, "date": date,
+        "entry": [{"item": {"reference": item}} for item in items],
+    }
+    if kind == SUBMISSION_SET:
+        lst["contained"] = _author(rpps, given, family)
+        lst["extension"].append({"url": SOURCE_ID_URL,
+                                 "valueIdentifier": {"system": URI, "value": SOURCE_ID}})
+        lst["source"] = {"reference": "#author"}
+    return lst
+
+
+def document_reference(patient_ref: str, *, content: bytes = PDF,
+                       content_type: str = "application/pdf", master_id: str | None = None,
+                       type_code: str = "11488-4", class_code: str = "10",
+                       security: tuple[str, ...] = ("N",),
+                       title: str = "Compte rendu de consultation",
+                       date: str = "2026-11-20T10:00:00+01:00",
+                       period_start: str = "2026-11-20T09:30:00+01:00",
+                       author_rpps: str = "10000000001", author_given: str = "Jean",
+                       author_family: str = "Martin", replaces: str | None = None,
+                       binary_url: str | None = None,
+                       authors: list[str] | None = None) -> dict[str, Any]:
+    """One PDSm DocumentReference, no Bundle; its attachment points at ``binary_url`` (or a
+    fresh urn:uuid) and its identifier is a fresh urn:uuid.
+
+    ``authors`` (literal references such as ``Practitioner/<id>``) replace the contained
+    author; all-Patient/Device authors take the TRE_A00 non-professional context codes."""
+    return _document(patient_ref, new_urn(), binary_url or new_urn(), content=content,
+                     content_type=content_type, master_id=master_id, type_code=type_code,
+                     class_code=class_code, security=security, title=title, date=date,
+                     period_start=period_start, author_rpps=author_rpps,
+                     author_given=author_given, author_family=author_family, replaces=replaces,
+                     authors=authors)
+
+
+def document_bundle(patient_ref: str, *, content: bytes = PDF,
+                    content_type: str = "application/pdf", master_id: str | None = None,
+                    type_code: str = "11488-4", class_code: str = "10",
+                    security: tuple[str, ...] = ("N",),
+                    title: str = "Compte rendu de consultation",
+                    date: str = "2026-11-20T10:00:00+01:00",
+                    period_start: str = "2026-11-20T09:30:00+01:00",
+                    author_rpps: str = "10000000001", author_given: str = "Jean",
+                    author_family: str = "Martin", replaces: str | None = None,
+                    binary_url: str | None = None, folder: bool = False,
+                    documents: int = 1, authors: list[str] | None = None) -> dict[str, Any]:
+    """An ITI-65 transaction: a SubmissionSet, ``documents`` DocumentReferences with their
+    Binaries (none when ``binary_url`` names a stored one) and optionally a Folder of them.
+    ``authors`` as in :func:`document_reference` (the SubmissionSet keeps its contained
+    author)."""
+    if documents < 1:
+        raise ValueError("a submission set holds at least one document")
+    if master_id is not None and documents > 1:
+        raise ValueError("master_id is a document's unique id: give it for one document only")
+    doc_entries, binary_entries = [], []
+    for _ in range(documents):
+        doc_url = new_urn()
+        target = binary_url or new_urn()
+        if binary_url is None:
+            binary_entries.append(_entry(target, "Binary", {
+                "resourceType": "Binary", "contentType": content_type,
+                "data": base64.b64encode(content).decode("ascii")}))
+        doc_entries.append(_entry(doc_url, "DocumentReference", _document(
+            patient_ref, doc_url, target, content=content, content_type=content_type,
+            master_id=master_id, type_code=type_code, class_code=class_code, security=security,
+            title=title, date=date, period_start=period_start, author_rpps=author_rpps,
+            author_given=author_given, author_family=author_family, replaces=replaces,
+            authors=authors)))
+    doc_urls = [entry["fullUrl"] for entry in doc_entries]
+    people = {"rpps": author_rpps, "given": author_given, "family": author_family}
+    folder_entries = [_entry(new_urn(), "List", _list(FOLDER_CODE, patient_ref, date, doc_urls,
+                                                      **people))] if folder else []
+    items = doc_urls + [entry["fullUrl"] for entry in folder_entries]
+    submission = _entry(new_urn(), "List", _list(SUBMISSION_SET, patient_ref, date, items,
+                                                 **people))
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": [submission, *folder_entries, *doc_entries, *binary_entries]}
+
+
+def _entry(full_url: str, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {"fullUrl": full_url, "resource": resource,
+            "request": {"method": "POST", "url": resource_type}}

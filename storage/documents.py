@@ -1,0 +1,148 @@
+"""What the document-sharing rules need beyond the FHIR resources themselves.
+
+- ``binary_content``: where each Binary's bytes live in the blob store (the
+  stored Binary resource never carries ``data``), with their size and SHA-1.
+- ``document_registry``: one row per filed DocumentReference, keyed by its
+  ``masterIdentifier`` (the XDS uniqueId, unique across the service), so that a
+  re-sent Bundle finds what it filed before, and so that withdrawal can be
+  limited to whoever filed the document.
+- ``submission``: the transaction-response of each ITI-65 submission, replayed
+  when the same submission is sent again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, UniqueConstraint, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import Field, SQLModel
+
+from storage.tables import BigKey, ResourceId, table_of
+
+
+class BinaryContentRow(SQLModel, table=True):
+    __tablename__ = "binary_content"
+    __table_args__ = (Index("ix_binary_blob", "blob_key"),)
+
+    binary_id: str = Field(sa_column=Column(ResourceId, primary_key=True))
+    blob_key: str = Field(sa_column=Column(String(64), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha1: str = Field(sa_column=Column(String(28), nullable=False))  # base64, as in FHIR
+    content_type: str = Field(sa_column=Column(String(256), nullable=False))
+
+
+class DocumentRegistryRow(SQLModel, table=True):
+    __tablename__ = "document_registry"
+    __table_args__ = (
+        UniqueConstraint("master_system", "master_value", name="uq_document_master"),
+        Index("ix_document_resource", "document_id"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
+                                                          autoincrement=True))
+    master_system: str = Field(sa_column=Column(String(256), nullable=False))
+    master_value: str = Field(sa_column=Column(String(256), nullable=False))
+    document_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    patient_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    filed_by: str = Field(sa_column=Column(String(256), nullable=False))
+    content_sha1: str = Field(sa_column=Column(String(256), nullable=False))
+    submission_pk: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class SubmissionRow(SQLModel, table=True):
+    __tablename__ = "submission"
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
+                                                          autoincrement=True))
+    response: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+BINARY_CONTENT = table_of(BinaryContentRow)
+DOCUMENT_REGISTRY = table_of(DocumentRegistryRow)
+SUBMISSIONS = table_of(SubmissionRow)
+
+
+@dataclass(frozen=True)
+class BinaryContent:
+    binary_id: str
+    blob_key: str
+    size: int
+    sha1: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class FiledDocument:
+    master_system: str
+    master_value: str
+    document_id: str
+    patient_id: str
+    filed_by: str
+    content_sha1: str
+    submission_pk: int | None
+
+
+async def put_binary_content(conn: AsyncConnection, content: BinaryContent) -> None:
+    await conn.execute(BINARY_CONTENT.insert().values(
+        binary_id=content.binary_id, blob_key=content.blob_key, size=content.size,
+        sha1=content.sha1, content_type=content.content_type))
+
+
+async def binary_content(conn: AsyncConnection, binary_id: str) -> BinaryContent | None:
+    row = (await conn.execute(select(
+        BINARY_CONTENT.c.binary_id, BINARY_CONTENT.c.blob_key, BINARY_CONTENT.c.size,
+        BINARY_CONTENT.c.sha1, BINARY_CONTENT.c.content_type,
+    ).where(BINARY_CONTENT.c.binary_id == binary_id))).first()
+    return BinaryContent(*row) if row else None
+
+
+async def blob_is_referenced(conn: AsyncConnection, blob_key: str) -> bool:
+    found = (await conn.execute(select(BINARY_CONTENT.c.binary_id)
+                                .where(BINARY_CONTENT.c.blob_key == blob_key).limit(1))).first()
+    return found is not None
+
+
+_REGISTRY_COLUMNS = (DOCUMENT_REGISTRY.c.master_system, DOCUMENT_REGISTRY.c.master_value,
+                     DOCUMENT_REGISTRY.c.document_id, DOCUMENT_REGISTRY.c.patient_id,
+                     DOCUMENT_REGISTRY.c.filed_by, DOCUMENT_REGISTRY.c.content_sha1,
+                     DOCUMENT_REGISTRY.c.submission_pk)
+
+
+async def filed_document(conn: AsyncConnection, master_system: str,
+                         master_value: str) -> FiledDocument | None:
+    row = (await conn.execute(select(*_REGISTRY_COLUMNS).where(
+        DOCUMENT_REGISTRY.c.master_system == master_system,
+        DOCUMENT_REGISTRY.c.master_value == master_value))).first()
+    return FiledDocument(*row) if row else None
+
+
+async def filed_document_by_id(conn: AsyncConnection, document_id: str) -> FiledDocument | None:
+    row = (await conn.execute(select(*_REGISTRY_COLUMNS).where(
+        DOCUMENT_REGISTRY.c.document_id == document_id))).first()
+    return FiledDocument(*row) if row else None
+
+
+async def register_document(conn: AsyncConnection, document: FiledDocument) -> None:
+    await conn.execute(DOCUMENT_REGISTRY.insert().values(
+        master_system=document.master_system, master_value=document.master_value,
+        document_id=document.document_id, patient_id=document.patient_id,
+        filed_by=document.filed_by, content_sha1=document.content_sha1,
+        submission_pk=document.submission_pk))
+
+
+async def new_submission(conn: AsyncConnection) -> int:
+    pk: int = (await conn.execute(SUBMISSIONS.insert().values(response=None)
+                                  .returning(SUBMISSIONS.c.pk))).scalar_one()
+    return pk
+
+
+async def save_submission_response(conn: AsyncConnection, pk: int, response: bytes) -> None:
+    await conn.execute(SUBMISSIONS.update().where(SUBMISSIONS.c.pk == pk)
+                       .values(response=response))
+
+
+async def submission_response(conn: AsyncConnection, pk: int) -> bytes | None:
+    found: bytes | None = (await conn.execute(
+        select(SUBMISSIONS.c.response).where(SUBMISSIONS.c.pk == pk))).scalar_one_or_none()
+    return found
