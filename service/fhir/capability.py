@@ -15,8 +15,20 @@ from storage.search.criteria import RESULT_PARAMETERS
 from storage.search.parameters import RESOURCE_COLUMNS, SEARCH_PARAMETERS
 
 SOFTWARE_VERSION = "0.1.0"
-_INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type",
-                 "create", "search-type"]
+_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance",
+                 "history-type", "create", "search-type"]
+# Documents are never deleted nor created by PUT; a Binary never changes (PDSm).
+_NOT_ALLOWED = {"DocumentReference": {"delete"}, "Binary": {"update", "patch", "delete"}}
+_DOCUMENTATION = {
+    "DocumentReference": "IHE MHD ITI-65 (filed in a transaction Bundle with its "
+                         "SubmissionSet), ITI-67 (search); PDSm metadata enforced. Only status, "
+                         "securityLabel and the PDSm isArchived extension change after filing "
+                         "(PATCH with JSON Patch, or PUT); only the author withdraws a document.",
+    "Binary": "IHE MHD ITI-68: GET answers the document's bytes (Range supported) unless "
+              "application/fhir+json is asked for; POST takes FHIR JSON or the raw bytes with "
+              "their own Content-Type (streamed).",
+    "List": "IHE MHD SubmissionSets and Folders (ITI-66 with code=submissionset|folder).",
+}
 _RESULT_DOCS = {
     "_count": "page size (capped by the server maximum)",
     "_sort": "_id, _lastUpdated or any date, string or token parameter; '-' for descending",
@@ -40,12 +52,13 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
 def _resource(resource_type: str) -> dict[str, Any]:
     params = SEARCH_PARAMETERS[resource_type]
     references = [p.name for p in params.values() if p.type == "reference"]
+    refused = _NOT_ALLOWED.get(resource_type, set())
     resource: dict[str, Any] = {
         "type": resource_type,
-        "interaction": [{"code": code} for code in _INTERACTIONS],
+        "interaction": [{"code": code} for code in _INTERACTIONS if code not in refused],
         "versioning": "versioned-update",
         "readHistory": True,
-        "updateCreate": True,
+        "updateCreate": resource_type not in _NOT_ALLOWED,
         "conditionalCreate": True,
         "conditionalUpdate": True,
         "conditionalDelete": "not-supported",
@@ -56,6 +69,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
             if p.type == "reference" and (not p.targets or resource_type in p.targets)),
         "searchParam": _search_params(resource_type),
     }
+    if resource_type in _DOCUMENTATION:
+        resource["documentation"] = _DOCUMENTATION[resource_type]
     if resource_type == "Patient":
         resource["operation"] = [_INS_LOOKUP]
     return resource

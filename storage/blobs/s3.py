@@ -108,6 +108,10 @@ class S3BlobStore:
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=32,
+            # No extra checksum pass over each part (botocore >= 1.36 adds one by default):
+            # it copies the part again, and the SHA-256 key already proves the content.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         if session is None:
             session = boto3.session.Session()
@@ -199,7 +203,8 @@ class S3BlobStore:
         upload_id: str | None = None
         tmp_may_exist = False
         parts: list[dict[str, Any]] = []
-        buffer = bytearray()
+        pending: list[bytes] = []  # chunks not yet uploaded; joined once into each part
+        pending_size = 0
         total = 0
         try:
             async for chunk in chunks:
@@ -210,10 +215,13 @@ class S3BlobStore:
                     raise BlobTooLarge(
                         f"content larger than the limit of {max_bytes} bytes", limit=max_bytes
                     )
-                buffer += chunk
-                while len(buffer) >= PART_SIZE:
-                    part = bytes(buffer[:PART_SIZE])
-                    del buffer[:PART_SIZE]
+                pending.append(chunk)
+                pending_size += len(chunk)
+                while pending_size >= PART_SIZE:
+                    joined = b"".join(pending)
+                    part, rest = joined[:PART_SIZE], joined[PART_SIZE:]
+                    del joined
+                    pending, pending_size = ([rest] if rest else []), len(rest)
                     if upload_id is None:
                         created = await self._call(
                             "CreateMultipartUpload", self._client.create_multipart_upload,
@@ -222,14 +230,15 @@ class S3BlobStore:
                         upload_id = str(created["UploadId"])
                     parts.append(await self._upload_part(tmp_key, upload_id, len(parts) + 1,
                                                          part, hasher))
+                    del part
             if upload_id is None:
                 tmp_may_exist = True
                 await self._call("PutObject", self._hash_and_put, key=tmp_key,
-                                 data=bytes(buffer), hasher=hasher)
+                                 data=b"".join(pending), hasher=hasher)
             else:
-                if buffer:
+                if pending:
                     parts.append(await self._upload_part(tmp_key, upload_id, len(parts) + 1,
-                                                         bytes(buffer), hasher))
+                                                         b"".join(pending), hasher))
                 tmp_may_exist = True
                 await self._call(
                     "CompleteMultipartUpload", self._client.complete_multipart_upload,
@@ -237,7 +246,7 @@ class S3BlobStore:
                     MultipartUpload={"Parts": parts},
                 )
                 upload_id = None
-            buffer.clear()
+            pending.clear()
             info = hasher.info()
             await self._copy(tmp_key, self.object_key(info.key), info.size)
         except BaseException:

@@ -39,8 +39,11 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 3
 
 @contextlib.contextmanager
 def running_carnet(args: list[str], env: dict[str, str], log_path: Path,
-                   ready_path: str) -> Iterator[str]:
-    """Run ``python -m service.cli <args>`` on a free port; yield its base URL."""
+                   ready_path: str, started: list[int] | None = None) -> Iterator[str]:
+    """Run ``python -m service.cli <args>`` on a free port; yield its base URL.
+
+    ``started`` receives the server's process id (to read its memory use).
+    """
     port = free_port()
     log = log_path.open("wb")
     process = subprocess.Popen(
@@ -48,6 +51,8 @@ def running_carnet(args: list[str], env: dict[str, str], log_path: Path,
         env={**os.environ, "CARNET_LOG_LEVEL": "warning", **env}, stdout=log,
         stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    if started is not None:
+        started.append(process.pid)
     try:
         wait_until_up(f"{base}{ready_path}", process)
         yield base

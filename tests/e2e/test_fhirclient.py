@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 from fhirclient import client as fhir_client
+from fhirclient.models.binary import Binary
 from fhirclient.models.bundle import Bundle
+from fhirclient.models.documentreference import DocumentReference
 from fhirclient.models.observation import Observation
 from fhirclient.models.patient import Patient
 
+from service.demo import INS_NIR_TEST, PATIENTS
+from service.documents.samples import document_bundle
 from tests.e2e.conftest import app_token
 
 pytestmark = pytest.mark.e2e
@@ -74,3 +78,31 @@ def test_third_party_client_updates_and_follows_references(live_server: str) -> 
     patient.gender = "male"
     patient.update(server)
     assert Patient.read(patient_id, server).meta.versionId == "2"
+
+
+DOCUMENT_SCOPE = ("system/Patient.crus system/DocumentReference.crus system/Binary.cr "
+                  "system/List.crus")
+
+
+def test_third_party_client_files_a_document_bundle_and_finds_it(live_server: str) -> None:
+    """ITI-65 then ITI-67 and ITI-68 with the client's own models."""
+    server = connect(live_server, app_token(live_server, DOCUMENT_SCOPE)).server
+    by_ins = Patient.where(struct={"identifier": f"{INS_NIR_TEST}|{PATIENTS[1][1]}"}
+                           ).perform_resources(server)
+    assert len(by_ins) == 1
+    content = b"%PDF-1.4 compte rendu envoye par un client tiers"
+    submission = Bundle(document_bundle(f"Patient/{by_ins[0].id}", content=content,
+                                        master_id="urn:oid:1.2.250.1.999.77.1"))
+    answer = Bundle(server.post_json("", submission.as_json()).json())
+    assert answer.type == "transaction-response"
+    assert [e.response.status for e in answer.entry] == ["201 Created"] * 3
+
+    found = DocumentReference.where(struct={
+        "patient": by_ins[0].id, "identifier": "urn:ietf:rfc:3986|urn:oid:1.2.250.1.999.77.1",
+    }).perform_resources(server)
+    assert len(found) == 1
+    attachment = found[0].content[0].attachment
+    assert attachment.size == len(content)
+    binary = Binary.read(attachment.url.split("/")[-1], server)
+    assert binary.contentType == "application/pdf"
+    assert server.request_data(attachment.url, headers={"Accept": "*/*"}) == content

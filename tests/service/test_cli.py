@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from service.cli import main
 def test_help_lists_the_sub_commands() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "migrate", "seed"):
+    for command in ("serve", "migrate", "seed", "blobs"):
         assert command in result.output
 
 
@@ -38,7 +39,29 @@ def test_seed_demo_is_idempotent_and_prints_json(tmp_path: Path) -> None:
     assert seeded["attending_doctors"] and all(
         link["rpps"] in doctors for link in seeded["attending_doctors"])
     assert seeded["apps"][0]["client_id"] == "demo-app"
+    assert len(seeded["documents"]) == 3
     assert (tmp_path / "carnet.db").exists()
+
+
+def test_blobs_gc_removes_only_unreferenced_blobs(tmp_path: Path) -> None:
+    env = {"CARNET_DATA_DIR": str(tmp_path)}
+    CliRunner().invoke(main, ["seed", "--demo"], env=env)
+    blob_files = sorted(p for p in (tmp_path / "blobs").rglob("*")
+                        if p.is_file() and "tmp" not in p.relative_to(tmp_path).parts)
+    assert len(blob_files) == 3  # the demo documents
+    orphan = tmp_path / "blobs" / "00" / "00" / ("0" * 64)
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by a failed transaction")
+    written = orphan.stat().st_mtime - 10
+    os.utime(orphan, (written, written))
+    recent = CliRunner().invoke(main, ["blobs", "gc"], env=env)  # within the grace period
+    assert recent.exit_code == 0, recent.output
+    assert orphan.exists()
+    result = CliRunner().invoke(main, ["blobs", "gc", "--grace", "0"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "removed 1 unreferenced blob(s)" in result.output
+    assert not orphan.exists()
+    assert all(p.exists() for p in blob_files)
 
 
 def test_token_commands_print_tokens_the_server_accepts(tmp_path: Path) -> None:

@@ -54,3 +54,21 @@ async def test_capability_statement_says_where_to_get_a_token(anonymous: httpx.A
     assert uris["token"] == f"{settings.effective_issuer}/token"
     patient = next(r for r in response.json()["rest"][0]["resource"] if r["type"] == "Patient")
     assert [op["name"] for op in patient["operation"]] == ["ins-lookup"]
+
+
+async def test_metadata_says_documents_are_never_deleted_and_binaries_never_change(
+        client: httpx.AsyncClient) -> None:
+    rest = (await client.get("/fhir/metadata")).json()["rest"][0]
+    resources = {r["type"]: r for r in rest["resource"]}
+
+    def codes(resource_type: str) -> set[str]:
+        return {i["code"] for i in resources[resource_type]["interaction"]}
+
+    assert "patch" in codes("Patient") and "delete" in codes("Patient")
+    assert "delete" not in codes("DocumentReference") and "patch" in codes("DocumentReference")
+    assert codes("Binary").isdisjoint({"update", "patch", "delete"})
+    assert resources["DocumentReference"]["updateCreate"] is False
+    assert {"author.given", "author.family", "period", "setting", "facility", "event",
+            "format", "related", "isArchived"} <= {
+        p["name"] for p in resources["DocumentReference"]["searchParam"]}
+    assert "ITI-68" in resources["Binary"]["documentation"]
