@@ -42,6 +42,8 @@ def _reached_types(query: SearchQuery) -> Iterable[str]:
 
 def _chained_types(criteria: Iterable[Criterion]) -> Iterable[str]:
     for criterion in criteria:
+        if criterion.either is not None:
+            yield from _chained_types(criterion.either)
         if criterion.chain is not None:
             targets, inner = criterion.chain
             yield from targets.split(",")

@@ -131,9 +131,19 @@ async def find_resent(conn: AsyncConnection, documents: list[dict[str, Any]]) ->
     return Resent(response, tuple(by_key[master_identifier(d)].document_id for d in documents))
 
 
-def replayed(response: bytes) -> bytes:
-    """The first submission's response, told as a repeat: nothing was created this time."""
+def replayed(response: bytes, resource_types: list[str]) -> bytes:
+    """The first submission's response, told as a repeat: nothing was created this time.
+
+    ``resource_types`` are the re-sent Bundle's entries: they must be the first
+    Bundle's, entry for entry, or the answer would not fit the request.
+    """
     bundle = orjson.loads(response)
+    answered = [str((e.get("response") or {}).get("location", "")).partition("/")[0]
+                for e in bundle.get("entry") or []]
+    if answered != resource_types:
+        raise Conflict("[document-resent] these documents were filed before by another "
+                       "submission: re-send that Bundle unchanged, or file new documents under "
+                       "new masterIdentifiers")
     for entry in bundle.get("entry") or []:
         answer = entry.get("response") or {}
         if answer.get("status", "").startswith("201"):

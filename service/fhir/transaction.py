@@ -250,7 +250,7 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
                 if resent.response is None:
                     raise Conflict("[document-resent] these documents were filed before, but "
                                    "not by one ITI-65 submission that could be answered again")
-                return filing.replayed(resent.response)
+                return filing.replayed(resent.response, [e.resource_type for e in entries])
         _link_binaries(entries, documents)
         for current in entries:
             if current.resource is not None:

@@ -72,6 +72,7 @@ class Criterion:
     missing: bool | None = None
     chain: tuple[str, tuple[Criterion, ...]] | None = None
     param: SearchParam | None = None
+    either: tuple[Criterion, ...] | None = None  # OR-ed alternatives (author.given)
 
 
 @dataclass(frozen=True)
@@ -205,14 +206,27 @@ def _parse_include(resource_type: str, raw: str, reverse: bool) -> IncludeSpec:
 
 
 def parse_criterion(resource_type: str, key: str, raw: str) -> Criterion | None:
-    """One filter from ``key=raw``; None when the parameter or modifier is not supported."""
+    """One filter from ``key=raw``; None when the parameter or modifier is not supported.
+
+    A dotted parameter name (MHD's ``author.given``) matches what the resource
+    itself carries (its contained authors) or, as the chain it also is, the
+    resources it references.
+    """
     dotted, _, dotted_modifier = key.partition(":")
-    if "." in dotted and dotted in params_for(resource_type):  # a dotted name (author.given)
-        name, modifier, chain_rest = dotted, dotted_modifier, ""
-    else:
-        name_part, _, chain_rest = key.partition(".")
-        name, _, modifier = name_part.partition(":")
-    modifier_or_none = modifier or None
+    name_part, _, chain_rest = key.partition(".")
+    name, _, modifier = name_part.partition(":")
+    if "." in dotted and dotted in params_for(resource_type):
+        direct = _parse_named(resource_type, dotted, dotted_modifier or None, "", raw)
+        chained = _parse_named(resource_type, name, modifier or None, chain_rest, raw)
+        if direct is None or chained is None:
+            return direct or chained
+        return Criterion(dotted, direct.type, None, either=(direct, chained))
+    return _parse_named(resource_type, name, modifier or None, chain_rest, raw)
+
+
+def _parse_named(resource_type: str, name: str, modifier_or_none: str | None, chain_rest: str,
+                 raw: str) -> Criterion | None:
+    modifier = modifier_or_none or ""
 
     if name in RESOURCE_COLUMNS:
         kind = RESOURCE_COLUMNS[name]

@@ -122,6 +122,9 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder) -> Col
     if criterion.name == "_lastUpdated":
         return or_(*(_date_clause(R.last_updated, R.last_updated + 1, v, b)
                      for v in criterion.values if isinstance(v, DateValue)))
+    if criterion.either is not None:
+        return or_(*(criterion_clause(resource_type, alternative, b)
+                     for alternative in criterion.either))
 
     index = _INDEX_FOR[criterion.type]
     rows = select(index.resource_pk).where(index.resource_type == resource_type,

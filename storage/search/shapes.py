@@ -98,6 +98,8 @@ def _criterion(c: Criterion, b: Binder) -> Hashable:
         return (c.name, c.modifier, len(c.values))
     if c.name == "_lastUpdated":
         return (c.name, tuple(_date(v, b) for v in c.values if isinstance(v, DateValue)))
+    if c.either is not None:
+        return (c.name, "either", tuple(_criterion(alternative, b) for alternative in c.either))
     if c.missing is not None:
         return (c.name, c.type, "missing", c.missing)
     if c.chain is not None:

@@ -1,4 +1,4 @@
-"""PDSm metadata rules (``fhir_profiles.pdsm``) and the ITI-65 builder (``service.documents.samples``)."""
+"""PDSm metadata rules (``fhir_profiles.pdsm``) and the ITI-65 sample builder."""
 
 from __future__ import annotations
 

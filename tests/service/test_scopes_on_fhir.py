@@ -7,7 +7,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import FHIR_JSON, IPP_SYSTEM, document_reference, patient
+from service.documents.samples import PDF, document_bundle, document_reference
+from storage.db import Database
+from tests.factories import (
+    FHIR_JSON,
+    IPP_SYSTEM,
+    file_document,
+    ins_patient,
+    ins_patient_resource,
+    patient,
+    stored_binary,
+)
 from tests.tokens import Tokens, bearer
 
 NIR = "253072A07300443"
@@ -26,14 +36,6 @@ def denied(response: httpx.Response, rule: str = "smart-scope") -> str:
     return diagnostics
 
 
-async def create(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
-    response = await client.post(f"/fhir/{resource['resourceType']}", json=resource,
-                                 headers=FHIR_JSON)
-    assert response.status_code == 201, response.text
-    resource_id: str = response.json()["id"]
-    return resource_id
-
-
 async def count(client: httpx.AsyncClient, resource_type: str) -> int:
     """With the client's own token (``system/*.cruds``)."""
     response = await client.get(f"/fhir/{resource_type}", params={"_summary": "count"})
@@ -42,13 +44,19 @@ async def count(client: httpx.AsyncClient, resource_type: str) -> int:
 
 
 @pytest.fixture
-async def patient_id(client: httpx.AsyncClient) -> str:
-    return await create(client, patient(family="Corse", ipp=NIR))
+async def patient_id(client: httpx.AsyncClient, database: Database) -> str:
+    """A qualified INS patient (documents need one), also known by a local number."""
+    return await ins_patient(client, database, "Corse", "Marie", gender="female", ipp=NIR)
 
 
 @pytest.fixture
 async def document_id(client: httpx.AsyncClient, patient_id: str) -> str:
-    return await create(client, document_reference(patient_id))
+    document_id: str = (await file_document(client, patient_id))["id"]
+    return document_id
+
+
+# What filing a document writes besides the DocumentReference (ITI-65: SubmissionSet, bytes).
+DOCUMENT_COMPANIONS = "system/List.c system/Binary.c"
 
 
 # --- apps --------------------------------------------------------------------------------------
@@ -178,29 +186,37 @@ def entry(full_url: str, resource: dict[str, Any]) -> dict[str, Any]:
             "request": {"method": "POST", "url": resource["resourceType"]}}
 
 
-def patient_and_document(kind: str) -> dict[str, Any]:
-    doc = document_reference("placeholder")
-    doc["subject"] = {"reference": "urn:uuid:p1"}
-    return {"resourceType": "Bundle", "type": kind,
-            "entry": [entry("urn:uuid:p1", patient(ipp=NIR)), entry("urn:uuid:d1", doc)]}
+PATIENT_URL = "urn:uuid:0d9f3a52-7c1e-4b8a-a0e4-3b2c9f1d6e77"
+
+
+async def patient_and_document(database: Database) -> dict[str, Any]:
+    """An ITI-65 transaction that creates its Patient: Patient, SubmissionSet,
+    DocumentReference (entry 2) and Binary."""
+    bundle = document_bundle(PATIENT_URL)
+    bundle["entry"].insert(0, entry(PATIENT_URL, await ins_patient_resource(
+        database, "Corse", "Marie", gender="female", ipp=NIR)))
+    assert bundle["entry"][2]["resource"]["resourceType"] == "DocumentReference"
+    return bundle
 
 
 async def test_a_transaction_with_one_entry_outside_the_scopes_writes_nothing(
-        client: httpx.AsyncClient, tokens: Tokens) -> None:
-    token = bearer(tokens.app("system/Patient.c"))
-    response = await client.post("/fhir", json=patient_and_document("transaction"),
+        client: httpx.AsyncClient, tokens: Tokens, database: Database) -> None:
+    token = bearer(tokens.app(f"system/Patient.c {DOCUMENT_COMPANIONS}"))
+    response = await client.post("/fhir", json=await patient_and_document(database),
                                  headers={**FHIR_JSON, **token})
     diagnostics = denied(response)
-    assert "Bundle.entry[1]" in diagnostics
+    assert "Bundle.entry[2]" in diagnostics
     assert "system/DocumentReference.c" in diagnostics
     assert await count(client, "Patient") == 0
     assert await count(client, "DocumentReference") == 0
 
 
 async def test_a_transaction_within_the_scopes_is_written(client: httpx.AsyncClient,
-                                                          tokens: Tokens) -> None:
-    token = bearer(tokens.app("system/Patient.c system/DocumentReference.c"))
-    response = await client.post("/fhir", json=patient_and_document("transaction"),
+                                                          tokens: Tokens,
+                                                          database: Database) -> None:
+    token = bearer(tokens.app(
+        f"system/Patient.c system/DocumentReference.c {DOCUMENT_COMPANIONS}"))
+    response = await client.post("/fhir", json=await patient_and_document(database),
                                  headers={**FHIR_JSON, **token})
     assert response.status_code == 200, response.text
     assert await count(client, "DocumentReference") == 1
@@ -209,9 +225,11 @@ async def test_a_transaction_within_the_scopes_is_written(client: httpx.AsyncCli
 async def test_a_batch_refuses_only_the_entry_outside_the_scopes(client: httpx.AsyncClient,
                                                                  tokens: Tokens,
                                                                  patient_id: str) -> None:
+    document = document_reference(f"Patient/{patient_id}",
+                                  binary_url=await stored_binary(client))
     bundle = {"resourceType": "Bundle", "type": "batch",
               "entry": [entry("urn:uuid:p2", patient(family="Durand")),
-                        entry("urn:uuid:d2", document_reference(patient_id))]}
+                        entry("urn:uuid:d2", document)]}
     token = bearer(tokens.app("system/Patient.c"))
     response = await client.post("/fhir", json=bundle, headers={**FHIR_JSON, **token})
     assert response.status_code == 200, response.text
@@ -240,18 +258,19 @@ async def test_batch_reads_and_searches_are_checked_per_entry(client: httpx.Asyn
 
 async def test_a_conditional_reference_in_a_transaction_needs_search(
         client: httpx.AsyncClient, tokens: Tokens, patient_id: str) -> None:
-    doc = document_reference("placeholder")
-    doc["subject"] = {"reference": f"Patient?identifier={IPP_SYSTEM}|{NIR}"}
-    bundle = {"resourceType": "Bundle", "type": "transaction",
-              "entry": [entry("urn:uuid:d3", doc)]}
-    token = bearer(tokens.app("system/DocumentReference.c system/Patient.r"))
+    bundle = document_bundle(f"Patient?identifier={IPP_SYSTEM}|{NIR}")
+    token = bearer(tokens.app(
+        f"system/DocumentReference.c {DOCUMENT_COMPANIONS} system/Patient.r"))
     response = await client.post("/fhir", json=bundle, headers={**FHIR_JSON, **token})
     assert "system/Patient.s" in denied(response)
     assert await count(client, "DocumentReference") == 0
-    allowed = bearer(tokens.app("system/DocumentReference.c system/Patient.s"))
+    allowed = bearer(tokens.app(
+        f"system/DocumentReference.c {DOCUMENT_COMPANIONS} system/Patient.s"))
     response = await client.post("/fhir", json=bundle, headers={**FHIR_JSON, **allowed})
     assert response.status_code == 200, response.text
-    location = response.json()["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
+    location = next(e["response"]["location"].rsplit("/_history", 1)[0]
+                    for e in response.json()["entry"]
+                    if e["response"]["location"].startswith("DocumentReference/"))
     stored = (await client.get(f"/fhir/{location}")).json()
     assert stored["subject"]["reference"] == f"Patient/{patient_id}"
 
@@ -288,7 +307,12 @@ async def test_a_professional_with_scope_all_reads_searches_and_writes(
                               headers=token)
     assert search.status_code == 200, search.text
     assert len(search.json()["entry"]) == 2
-    created = await client.post("/fhir/DocumentReference", json=document_reference(patient_id),
+    binary = await client.post("/fhir/Binary", content=PDF,
+                               headers={**token, "Content-Type": "application/pdf"})
+    assert binary.status_code == 201, binary.text
+    document = document_reference(f"Patient/{patient_id}",
+                                  binary_url=f"Binary/{binary.json()['id']}")
+    created = await client.post("/fhir/DocumentReference", json=document,
                                 headers={**FHIR_JSON, **token})
     assert created.status_code == 201, created.text
 

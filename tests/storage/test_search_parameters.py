@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from service.documents.samples import document_reference
 from storage.search.extract import extract_index_entries
 from storage.search.parameters import params_for
 from storage.search.values import (
@@ -17,7 +18,7 @@ from storage.search.values import (
     split_reference,
     to_micros,
 )
-from tests.factories import IPP_SYSTEM, document_reference, patient
+from tests.factories import IPP_SYSTEM, patient
 
 
 def micros(*args: int, offset: timedelta | None = None) -> int:
@@ -205,7 +206,7 @@ def test_telecom_is_a_token_in_the_contact_point_system() -> None:
 
 
 def test_document_reference_codeable_concepts_are_tokens_per_coding() -> None:
-    resource = document_reference("p1", loinc="11488-4")
+    resource = document_reference("Patient/p1", type_code="11488-4", content_type="text/plain")
     resource["category"] = [{"coding": [{"system": "http://a", "code": "x"},
                                          {"system": "http://b", "code": "y"}]}]
     entries = extract_index_entries(resource)
@@ -217,7 +218,7 @@ def test_document_reference_codeable_concepts_are_tokens_per_coding() -> None:
 
 
 def test_document_reference_references_are_split_by_type() -> None:
-    resource = document_reference("p1", author="Practitioner/pr1")
+    resource = document_reference("Patient/p1", authors=["Practitioner/pr1"])
     entries = extract_index_entries(resource)
     assert ("subject", "Patient", "p1") in entries.references
     assert ("patient", "Patient", "p1") in entries.references
@@ -225,7 +226,7 @@ def test_document_reference_references_are_split_by_type() -> None:
 
 
 def test_the_patient_parameter_indexes_only_patient_references() -> None:
-    resource = document_reference("p1")
+    resource = document_reference("Patient/p1")
     resource["subject"] = {"reference": "Group/g1"}
     entries = extract_index_entries(resource)
     assert ("subject", "Group", "g1") in entries.references
@@ -233,7 +234,7 @@ def test_the_patient_parameter_indexes_only_patient_references() -> None:
 
 
 def test_contained_and_unsplittable_references_are_handled() -> None:
-    resource = document_reference("p1")
+    resource = document_reference("Patient/p1")
     resource["author"] = [{"reference": "#c1"}, {"reference": "urn:uuid:abc"}]
     entries = extract_index_entries(resource)
     assert [r for r in entries.references if r[0] == "author"] == [
@@ -250,7 +251,7 @@ def test_long_values_are_cut_to_the_index_column_widths() -> None:
 
 
 def test_document_reference_date_and_context_period_are_ranges() -> None:
-    resource = document_reference("p1", date="2026-01-15")
+    resource = document_reference("Patient/p1", date="2026-01-15T10:00:00+01:00")
     resource["context"] = {"period": {"start": "2026-01-01", "end": "2026-01-31"}}
     entries = extract_index_entries(resource)
     assert ("date", *date_range("2026-01-15T10:00:00+01:00")) in entries.dates
@@ -258,7 +259,7 @@ def test_document_reference_date_and_context_period_are_ranges() -> None:
 
 
 def test_an_open_period_extends_to_the_end_of_time() -> None:
-    resource = document_reference("p1")
+    resource = document_reference("Patient/p1")
     resource["context"] = {"period": {"start": "2026-01-01"}}
     entries = extract_index_entries(resource)
     assert ("period", micros(2026, 1, 1), MAX_INSTANT) in entries.dates

@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from service.demo import seed_demo
+from service.settings import Settings
+from storage.blobs import open_blob_store
 from storage.db import Database
 from storage.oauth import CODES, OAuthClient, put_client
 from tests.auth.idp.conftest import OTHER_AUTH
@@ -401,8 +403,8 @@ async def test_a_patient_asking_only_for_user_scopes_is_sent_back_with_invalid_s
 # ---- SMART launch context --------------------------------------------------------------------
 
 async def test_a_patient_with_a_record_gets_it_as_the_patient_launch_context(
-        anonymous: httpx.AsyncClient, database: Database) -> None:
-    seeded = await seed_demo(database)
+        anonymous: httpx.AsyncClient, database: Database, settings: Settings) -> None:
+    seeded = await seed_demo(database, open_blob_store(settings.blob_url, settings.data_dir))
     record = next(p["id"] for p in seeded["patients"] if p["ins"] == "253072A07300443")
     body = await tokens_for(anonymous, PATIENT, "openid patient/*.rs")
     assert body["patient"] == record.removeprefix("Patient/")

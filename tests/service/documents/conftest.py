@@ -11,7 +11,6 @@ import pytest
 
 from fhir_profiles.ins import InsTraits, patient_with_ins
 from service.demo import INS_NIR_TEST, PATIENTS, seed_directories
-from service.documents.samples import document_bundle
 from service.settings import Settings
 from storage.db import Database
 from tests.factories import FHIR_JSON
@@ -60,18 +59,6 @@ async def provide(client: httpx.AsyncClient, bundle: dict[str, Any],
     """ITI-65: POST the Provide Document Bundle."""
     return await client.post("/fhir", content=orjson.dumps(bundle),
                              headers={**FHIR_JSON, **headers})
-
-
-async def file_one(client: httpx.AsyncClient, patient_id: str, **options: Any) -> dict[str, Any]:
-    """File one document and return the stored DocumentReference."""
-    response = await provide(client, document_bundle(f"Patient/{patient_id}", **options))
-    assert response.status_code == 200, response.text
-    location = next(e["response"]["location"] for e in response.json()["entry"]
-                    if e["response"]["location"].startswith("DocumentReference/"))
-    stored = await client.get(f"/fhir/{location.split('/_history')[0]}")
-    assert stored.status_code == 200
-    document: dict[str, Any] = stored.json()
-    return document
 
 
 async def count(client: httpx.AsyncClient, resource_type: str) -> int:

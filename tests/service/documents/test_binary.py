@@ -11,15 +11,15 @@ import orjson
 import pytest
 
 from service.documents.samples import PDF
-from tests.factories import FHIR_JSON
-from tests.service.documents.conftest import count, file_one, issues
+from tests.factories import FHIR_JSON, file_document
+from tests.service.documents.conftest import count, issues
 
 RAW = {"Accept": "*/*"}
 
 
 @pytest.fixture
 async def binary_url(client: httpx.AsyncClient, patient_id: str) -> str:
-    document = await file_one(client, patient_id)
+    document = await file_document(client, patient_id)
     url: str = document["content"][0]["attachment"]["url"]
     return f"/fhir/{url}"
 

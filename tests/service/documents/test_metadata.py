@@ -10,8 +10,8 @@ import pytest
 
 from service.documents.metadata import IS_ARCHIVED
 from service.documents.samples import VISIBILITY_SYSTEM
-from tests.factories import FHIR_JSON
-from tests.service.documents.conftest import file_one, issues
+from tests.factories import FHIR_JSON, file_document
+from tests.service.documents.conftest import issues
 from tests.tokens import PHARMACIST, Tokens, bearer
 
 PATCH = {"Content-Type": "application/json-patch+json"}
@@ -25,7 +25,7 @@ async def patch(client: httpx.AsyncClient, document_id: str, operations: list[di
 
 @pytest.fixture
 async def document(client: httpx.AsyncClient, patient_id: str) -> dict[str, Any]:
-    return await file_one(client, patient_id, author_rpps="10000000001")
+    return await file_document(client, patient_id, author_rpps="10000000001")
 
 
 async def test_masking_is_a_new_version(client: httpx.AsyncClient,

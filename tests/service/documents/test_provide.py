@@ -15,8 +15,8 @@ from service.documents.gc import collect_garbage
 from service.documents.samples import PDF, document_bundle
 from storage.blobs import BlobStore
 from storage.db import Database
-from tests.factories import FHIR_JSON, patient
-from tests.service.documents.conftest import count, file_one, issues, paths, provide
+from tests.factories import FHIR_JSON, file_document, patient
+from tests.service.documents.conftest import count, issues, paths, provide
 
 
 def _resource(bundle: dict[str, Any], resource_type: str) -> dict[str, Any]:
@@ -138,7 +138,7 @@ async def test_attachment_must_describe_the_bytes_received(
 async def test_the_bytes_of_a_refused_bundle_are_garbage_collected(
         client: httpx.AsyncClient, database: Database, patient_id: str) -> None:
     blobs: BlobStore = client._transport.app.state.blob_store  # type: ignore[attr-defined]
-    kept = await file_one(client, patient_id)
+    kept = await file_document(client, patient_id)
     orphan = b"%PDF-1.4 an orphan document"
     bundle = document_bundle(f"Patient/{patient_id}", content=orphan)
     _resource(bundle, "DocumentReference")["content"][0]["attachment"]["size"] = 1
@@ -267,12 +267,12 @@ async def _status(client: httpx.AsyncClient, document_id: str) -> tuple[str, str
 
 async def test_replacement_supersedes_the_target_in_the_same_transaction(
         client: httpx.AsyncClient, patient_id: str) -> None:
-    first = await file_one(client, patient_id)
-    second = await file_one(client, patient_id, replaces=f"DocumentReference/{first['id']}",
+    first = await file_document(client, patient_id)
+    second = await file_document(client, patient_id, replaces=f"DocumentReference/{first['id']}",
                             content=b"%PDF-1.4 version 2")
     assert await _status(client, first["id"]) == ("superseded", "2")
     assert await _status(client, second["id"]) == ("current", "1")
-    third = await file_one(client, patient_id, replaces=f"DocumentReference/{second['id']}",
+    third = await file_document(client, patient_id, replaces=f"DocumentReference/{second['id']}",
                            content=b"%PDF-1.4 version 3")
     assert await _status(client, second["id"]) == ("superseded", "2")
     current = await client.get("/fhir/DocumentReference",
@@ -282,8 +282,8 @@ async def test_replacement_supersedes_the_target_in_the_same_transaction(
 
 async def test_replacing_a_superseded_document_is_refused(client: httpx.AsyncClient,
                                                          patient_id: str) -> None:
-    first = await file_one(client, patient_id)
-    await file_one(client, patient_id, replaces=f"DocumentReference/{first['id']}",
+    first = await file_document(client, patient_id)
+    await file_document(client, patient_id, replaces=f"DocumentReference/{first['id']}",
                    content=b"%PDF-1.4 version 2")
     response = await provide(client, document_bundle(
         f"Patient/{patient_id}", replaces=f"DocumentReference/{first['id']}",
@@ -295,7 +295,7 @@ async def test_replacing_a_superseded_document_is_refused(client: httpx.AsyncCli
 
 async def test_replacing_another_patients_document_is_refused(
         client: httpx.AsyncClient, patient_id: str, other_patient_id: str) -> None:
-    theirs = await file_one(client, other_patient_id)
+    theirs = await file_document(client, other_patient_id)
     response = await provide(client, document_bundle(
         f"Patient/{patient_id}", replaces=f"DocumentReference/{theirs['id']}"))
     assert response.status_code == 422
@@ -349,3 +349,18 @@ async def test_a_batch_files_each_document_on_its_own(client: httpx.AsyncClient,
     assert [e["response"]["status"] for e in response.json()["entry"]] == \
         ["201 Created", "422 Unprocessable Entity"]
     assert await count(client, "DocumentReference") == 1
+
+
+async def test_filed_documents_in_another_submission_shape_are_a_conflict(
+        client: httpx.AsyncClient, patient_id: str) -> None:
+    bundle = document_bundle(f"Patient/{patient_id}")
+    assert (await provide(client, bundle)).status_code == 200
+    with_folder = document_bundle(f"Patient/{patient_id}", folder=True)
+    original = _resource(bundle, "DocumentReference")
+    for entry in with_folder["entry"]:
+        if entry["resource"]["resourceType"] == "DocumentReference":
+            entry["resource"]["masterIdentifier"] = original["masterIdentifier"]
+    response = await provide(client, with_folder)
+    assert response.status_code == 409
+    assert "[document-resent]" in issues(response)[0]["diagnostics"]
+    assert await count(client, "List") == 1

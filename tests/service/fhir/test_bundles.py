@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from fhir.resources.R4B.bundle import Bundle
 
-from tests.factories import FHIR_JSON, document_reference, patient
+from storage.db import Database
+from tests.factories import FHIR_JSON, file_document, ins_patient, patient
 
 
 def valid_bundle(response: httpx.Response, bundle_type: str) -> dict:
@@ -27,15 +28,14 @@ async def test_empty_searchset_has_no_empty_entry_array(client: httpx.AsyncClien
 
 
 async def test_searchset_history_and_transaction_bundles_validate(
-        client: httpx.AsyncClient) -> None:
-    created = (await client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON)).json()
-    await client.post("/fhir/DocumentReference", json=document_reference(created["id"]),
-                      headers=FHIR_JSON)
-    await client.delete(f"/fhir/Patient/{created['id']}")
+        client: httpx.AsyncClient, database: Database) -> None:
+    created = await ins_patient(client, database)
+    await file_document(client, created)
+    await client.delete(f"/fhir/Patient/{created}")
     valid_bundle(await client.get("/fhir/DocumentReference",
                                   params={"_include": "DocumentReference:subject",
                                           "unknown-param": "x"}), "searchset")
-    valid_bundle(await client.get(f"/fhir/Patient/{created['id']}/_history"), "history")
+    valid_bundle(await client.get(f"/fhir/Patient/{created}/_history"), "history")
     valid_bundle(await client.get("/fhir/Patient/_history"), "history")
     transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:x", "resource": patient(),

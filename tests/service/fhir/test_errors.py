@@ -128,7 +128,9 @@ async def test_unknown_route_is_404_outcome(client: httpx.AsyncClient) -> None:
 
 
 async def test_unsupported_method_is_405_outcome(client: httpx.AsyncClient) -> None:
-    assert_outcome(await client.patch("/fhir/Patient/1", json=[], headers=FHIR_JSON), 405)
+    # PATCH is supported on an instance now; not on a type, and TRACE nowhere.
+    assert_outcome(await client.patch("/fhir/Patient", json=[], headers=FHIR_JSON), 405)
+    assert_outcome(await client.request("TRACE", "/fhir/Patient/1"), 405)
 
 
 async def test_non_numeric_version_is_400(client: httpx.AsyncClient) -> None:

@@ -10,7 +10,16 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.factories import FHIR_JSON, IPP_SYSTEM, document_reference, patient, practitioner
+from storage.db import Database
+from tests.factories import (
+    FHIR_JSON,
+    IPP_SYSTEM,
+    file_document,
+    ins_patient,
+    observation,
+    patient,
+    practitioner,
+)
 
 BASE = "http://carnet.test/fhir"
 OTHER_SYSTEM = "urn:oid:1.2.3.4"
@@ -124,10 +133,11 @@ async def test_token_search_by_code_alone_and_with_alternatives(
     assert await ids(client, "Patient", {"gender": "unknown"}) == []
 
 
-async def test_token_search_on_codeable_concepts_and_booleans(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
-    letter = await create(client, document_reference(p["id"], loinc="11488-4"))
-    await create(client, document_reference(p["id"], loinc="34133-9"))
+async def test_token_search_on_codeable_concepts_and_booleans(client: httpx.AsyncClient,
+                                                              database: Database) -> None:
+    p = await ins_patient(client, database)
+    letter = await file_document(client, p, type_code="11488-4")
+    await file_document(client, p, type_code="34133-9")
     active, inactive = await patients(client, patient(active=True), patient(active=False))
     assert await ids(client, "DocumentReference", {"type": "http://loinc.org|11488-4"}) == [
         letter["id"]]
@@ -203,17 +213,20 @@ async def test_repeated_string_parameters_must_all_match(client: httpx.AsyncClie
 
 
 async def test_values_longer_than_the_index_columns_are_stored_and_found(
-        client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
+        client: httpx.AsyncClient, database: Database) -> None:
+    p = await ins_patient(client, database)
     description = "Compte rendu d'hospitalisation " * 12
     identifier = "X" * 300
-    doc = document_reference(p["id"])
-    doc["description"] = description
     long_system = "urn:x:" + "s" * 300
-    doc["identifier"] = [{"system": OTHER_SYSTEM, "value": identifier},
-                         {"system": long_system, "value": "1"}]
-    doc["author"] = [{"reference": "A" + "b" * 70 + "/1"}]
-    created = (await create(client, doc))["id"]
+
+    def lengthen(doc: dict[str, Any]) -> None:
+        doc["description"] = description
+        doc["identifier"] += [{"system": OTHER_SYSTEM, "value": identifier},
+                              {"system": long_system, "value": "1"}]
+        # a reference type longer than its index column (context.related takes any type)
+        doc["context"]["related"] = [{"reference": "A" + "b" * 70 + "/1"}]
+
+    created = (await file_document(client, p, edit=lengthen))["id"]
     assert len(description) > 256
     assert await ids(client, "DocumentReference", {"description": description}) == [created]
     assert await ids(client, "DocumentReference", {"description:exact": description}) == [
@@ -269,11 +282,12 @@ async def test_repeated_date_parameters_make_an_interval(client: httpx.AsyncClie
     assert {by_id[i] for i in found} == {"jan", "jun"}
 
 
-async def test_document_date_search_converts_time_zones(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
+async def test_document_date_search_converts_time_zones(client: httpx.AsyncClient,
+                                                        database: Database) -> None:
+    p = await ins_patient(client, database)
     # 2026-01-15T10:00:00+01:00 is 09:00:00Z
-    jan15 = (await create(client, document_reference(p["id"], date="2026-01-15")))["id"]
-    jan16 = (await create(client, document_reference(p["id"], date="2026-01-16")))["id"]
+    jan15 = (await file_document(client, p, date="2026-01-15T10:00:00+01:00"))["id"]
+    jan16 = (await file_document(client, p, date="2026-01-16T10:00:00+01:00"))["id"]
     assert await ids(client, "DocumentReference", {"date": "2026-01-15"}) == [jan15]
     assert await ids(client, "DocumentReference", {"date": "2026-01"}) == [jan15, jan16]
     assert await ids(client, "DocumentReference", {"date": "2026-01-15T09:00:00Z"}) == [jan15]
@@ -289,11 +303,11 @@ async def test_document_date_search_converts_time_zones(client: httpx.AsyncClien
     assert await ids(client, "DocumentReference", {"date": "ge2026-01-16T09:00:00Z"}) == [jan16]
 
 
-async def test_period_search_compares_the_whole_period(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
-    doc = document_reference(p["id"])
-    doc["context"] = {"period": {"start": "2026-01-01", "end": "2026-01-31"}}
-    january = (await create(client, doc))["id"]
+async def test_period_search_compares_the_whole_period(client: httpx.AsyncClient,
+                                                       database: Database) -> None:
+    p = await ins_patient(client, database)
+    january = (await file_document(client, p, edit=lambda doc: doc["context"].update(
+        period={"start": "2026-01-01", "end": "2026-01-31"})))["id"]
     for query, matches in [("2026-01-10", False), ("2026-01", True), ("ne2026-01-10", True),
                            ("ge2026-01-10", True), ("le2026-01-10", True),
                            ("sa2026-01-10", False), ("eb2026-01-10", False),
@@ -314,10 +328,12 @@ async def test_an_invalid_date_is_a_400_naming_the_parameter(client: httpx.Async
 # -------------------------------------------------------------------------- reference
 
 
-async def test_reference_search_accepts_every_reference_form(client: httpx.AsyncClient) -> None:
-    mine, other = await patients(client, patient("Mine"), patient("Other"))
-    doc = (await create(client, document_reference(mine)))["id"]
-    await create(client, document_reference(other))
+async def test_reference_search_accepts_every_reference_form(client: httpx.AsyncClient,
+                                                             database: Database) -> None:
+    mine = await ins_patient(client, database, "Mine")
+    other = await ins_patient(client, database, "Other")
+    doc = (await file_document(client, mine))["id"]
+    await file_document(client, other)
     for params in ({"patient": f"Patient/{mine}"}, {"patient": mine},
                    {"subject": f"Patient/{mine}"}, {"subject:Patient": mine},
                    {"subject": f"{BASE}/Patient/{mine}"},
@@ -327,12 +343,13 @@ async def test_reference_search_accepts_every_reference_form(client: httpx.Async
     assert await ids(client, "DocumentReference", {"subject": f"Group/{mine}"}) == []
 
 
-async def test_reference_search_on_a_multi_type_parameter(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
+async def test_reference_search_on_a_multi_type_parameter(client: httpx.AsyncClient,
+                                                          database: Database) -> None:
+    p = await ins_patient(client, database)
     pr = await create(client, practitioner())
-    by_practitioner = (await create(client, document_reference(
-        p["id"], author=f"Practitioner/{pr['id']}")))["id"]
-    await create(client, document_reference(p["id"], author=f"Patient/{p['id']}"))
+    by_practitioner = (await file_document(
+        client, p, authors=[f"Practitioner/{pr['id']}"]))["id"]
+    await file_document(client, p, authors=[f"Patient/{p}"])
     assert await ids(client, "DocumentReference", {"author": f"Practitioner/{pr['id']}"}) == [
         by_practitioner]
     assert await ids(client, "DocumentReference", {"author:Practitioner": pr["id"]}) == [
@@ -347,36 +364,36 @@ async def test_a_type_modifier_contradicting_the_value_is_a_400(
 
 
 async def test_chained_search_filters_on_the_referenced_patient(
-        client: httpx.AsyncClient) -> None:
-    lefevre = await create(client, patient("Lefèvre", ipp="111"))
-    dupont = await create(client, patient("Dupont", ipp="222"))
-    doc = (await create(client, document_reference(lefevre["id"])))["id"]
-    other = (await create(client, document_reference(dupont["id"])))["id"]
+        client: httpx.AsyncClient, database: Database) -> None:
+    lefevre = await ins_patient(client, database, "Lefèvre", ipp="111")
+    dupont = await ins_patient(client, database, "Dupont", ipp="222")
+    doc = (await file_document(client, lefevre))["id"]
+    other = (await file_document(client, dupont))["id"]
     assert await ids(client, "DocumentReference",
                      {"patient.identifier": f"{IPP_SYSTEM}|111"}) == [doc]
     assert await ids(client, "DocumentReference", {"subject:Patient.family": "lefev"}) == [doc]
     assert await ids(client, "DocumentReference", {"subject.family": "dupont"}) == [other]
-    assert await ids(client, "DocumentReference", {"patient._id": dupont["id"]}) == [other]
+    assert await ids(client, "DocumentReference", {"patient._id": dupont}) == [other]
     assert await ids(client, "DocumentReference", {"patient.family:exact": "lefèvre"}) == []
     assert await ids(client, "DocumentReference",
                      {"patient.identifier": f"{OTHER_SYSTEM}|111"}) == []
 
 
-async def test_chained_search_ignores_deleted_targets(client: httpx.AsyncClient) -> None:
-    gone = await create(client, patient("Lefèvre"))
-    await create(client, document_reference(gone["id"]))
-    await delete(client, gone)
+async def test_chained_search_ignores_deleted_targets(client: httpx.AsyncClient,
+                                                      database: Database) -> None:
+    gone = await ins_patient(client, database, "Lefèvre")
+    await file_document(client, gone)
+    await delete(client, {"resourceType": "Patient", "id": gone})
     assert await ids(client, "DocumentReference", {"patient.family": "lefevre"}) == []
 
 
 async def test_chained_search_on_author_covers_each_target_type(
-        client: httpx.AsyncClient) -> None:
-    p = await create(client, patient("Martin"))
+        client: httpx.AsyncClient, database: Database) -> None:
+    p = await ins_patient(client, database, "Martin")
     pr = await create(client, practitioner("Martin"))
-    by_practitioner = (await create(client, document_reference(
-        p["id"], author=f"Practitioner/{pr['id']}")))["id"]
-    by_patient = (await create(client, document_reference(
-        p["id"], author=f"Patient/{p['id']}")))["id"]
+    by_practitioner = (await file_document(
+        client, p, authors=[f"Practitioner/{pr['id']}"]))["id"]
+    by_patient = (await file_document(client, p, authors=[f"Patient/{p}"]))["id"]
     assert await ids(client, "DocumentReference", {"author.family": "martin"}) == [
         by_practitioner, by_patient]
     assert await ids(client, "DocumentReference", {"author:Practitioner.family": "martin"}) == [
@@ -592,10 +609,12 @@ async def test_resources_are_served_whole_without_summary_or_elements(
 # -------------------------------------------------------------- _include, _revinclude
 
 
-async def test_include_adds_the_referenced_patient_once(client: httpx.AsyncClient) -> None:
-    mine, other = await patients(client, patient("Mine"), patient("Other"))
-    docs = [(await create(client, document_reference(mine)))["id"] for _ in range(2)]
-    await create(client, document_reference(other, loinc="34133-9"))
+async def test_include_adds_the_referenced_patient_once(client: httpx.AsyncClient,
+                                                        database: Database) -> None:
+    mine = await ins_patient(client, database, "Mine")
+    other = await ins_patient(client, database, "Other")
+    docs = [(await file_document(client, mine, type_code="11488-4"))["id"] for _ in range(2)]
+    await file_document(client, other, type_code="34133-9")
     bundle = await search(client, "DocumentReference", {"type": "11488-4",
                                                         "_include": "DocumentReference:subject"})
     assert match_ids(bundle) == docs
@@ -605,23 +624,25 @@ async def test_include_adds_the_referenced_patient_once(client: httpx.AsyncClien
     assert include["fullUrl"] == f"{BASE}/Patient/{mine}"
 
 
-async def test_include_of_the_author_and_by_target_type(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
+async def test_include_of_the_author_and_by_target_type(client: httpx.AsyncClient,
+                                                       database: Database) -> None:
+    p = await ins_patient(client, database)
     pr = await create(client, practitioner())
-    await create(client, document_reference(p["id"], author=f"Practitioner/{pr['id']}"))
+    await file_document(client, p, authors=[f"Practitioner/{pr['id']}"])
     bundle = await search(client, "DocumentReference", {"_include": "DocumentReference:author"})
     assert included(bundle) == [f"Practitioner/{pr['id']}"]
     bundle = await search(client, "DocumentReference", [
         ("_include", "DocumentReference:author:Patient"),
         ("_include", "DocumentReference:subject:Patient")])
-    assert included(bundle) == [f"Patient/{p['id']}"]
+    assert included(bundle) == [f"Patient/{p}"]
 
 
 async def test_revinclude_adds_the_documents_pointing_at_the_patients(
-        client: httpx.AsyncClient) -> None:
-    mine, other = await patients(client, patient("Mine"), patient("Other"))
-    docs = [(await create(client, document_reference(mine)))["id"] for _ in range(2)]
-    await create(client, document_reference(other))
+        client: httpx.AsyncClient, database: Database) -> None:
+    mine = await ins_patient(client, database, "Mine")
+    other = await ins_patient(client, database, "Other")
+    docs = [(await file_document(client, mine))["id"] for _ in range(2)]
+    await file_document(client, other)
     bundle = await search(client, "Patient", {"_id": mine,
                                               "_revinclude": "DocumentReference:subject"})
     assert match_ids(bundle) == [mine]
@@ -643,18 +664,23 @@ async def test_a_resource_both_matched_and_included_appears_once(
     assert included(bundle) == [f"Organization/{parent['id']}"]
 
 
-async def test_deleted_resources_are_not_included(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
+async def test_deleted_resources_are_not_included(client: httpx.AsyncClient,
+                                                   database: Database) -> None:
+    p = await ins_patient(client, database)
     pr = await create(client, practitioner())
-    kept = await create(client, document_reference(p["id"], author=f"Practitioner/{pr['id']}"))
-    gone = await create(client, document_reference(p["id"]))
+    kept = await file_document(client, p, authors=[f"Practitioner/{pr['id']}"])
+    # Documents are never deleted (PDSm): the deleted referring resources are Observations.
+    kept_result = await create(client, observation(p))
+    gone_result = await create(client, observation(p))
     await delete(client, pr)
-    await delete(client, gone)
+    await delete(client, gone_result)
     bundle = await search(client, "DocumentReference", {"_include": "DocumentReference:author"})
     assert match_ids(bundle) == [kept["id"]]
     assert included(bundle) == []
-    bundle = await search(client, "Patient", {"_revinclude": "DocumentReference:subject"})
-    assert included(bundle) == [f"DocumentReference/{kept['id']}"]
+    bundle = await search(client, "Patient", [("_revinclude", "DocumentReference:subject"),
+                                              ("_revinclude", "Observation:subject")])
+    assert included(bundle) == [f"DocumentReference/{kept['id']}",
+                                f"Observation/{kept_result['id']}"]
 
 
 async def test_an_include_on_another_type_is_a_400(client: httpx.AsyncClient) -> None:
@@ -885,13 +911,14 @@ async def test_an_unknown_parameter_is_a_400_under_strict_handling(
     assert len(match_ids(bundle)) == 1
 
 
-async def test_include_iterate_is_reported_as_unsupported(client: httpx.AsyncClient) -> None:
-    p = await create(client, patient())
-    await create(client, document_reference(p["id"]))
+async def test_include_iterate_is_reported_as_unsupported(client: httpx.AsyncClient,
+                                                          database: Database) -> None:
+    p = await ins_patient(client, database)
+    await file_document(client, p)
     params = {"_include": "DocumentReference:subject",
               "_include:iterate": "Patient:general-practitioner"}
     bundle = await search(client, "DocumentReference", params)
-    assert included(bundle) == [f"Patient/{p['id']}"]
+    assert included(bundle) == [f"Patient/{p}"]
     outcome = next(e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "outcome")
     assert issue_expressions(outcome) == ["_include:iterate"]
     outcome = await search(client, "DocumentReference", params, status=400,

@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 
-from tests.factories import FHIR_JSON, IPP_SYSTEM, document_reference, patient
+from service.documents.samples import document_bundle, new_urn
+from storage.db import Database
+from tests.factories import FHIR_JSON, IPP_SYSTEM, ins_patient, ins_patient_resource, patient
 
 NIR = "253072A07300443"
 
@@ -30,63 +32,92 @@ async def count(client: httpx.AsyncClient, resource_type: str) -> int:
     return int(bundle["total"])
 
 
-def patient_with_document() -> dict[str, Any]:
-    doc = document_reference("placeholder")
-    doc["subject"] = {"reference": "urn:uuid:p1"}
-    return transaction(post("urn:uuid:p1", patient(ipp=NIR)), post("urn:uuid:d1", doc))
+PATIENT_URL = "urn:uuid:5a0c6d2e-1f0b-4c39-9d7e-2f6f1c3b8a01"
 
 
-async def test_transaction_resolves_urn_uuid_references(client: httpx.AsyncClient) -> None:
-    response = await send(client, patient_with_document())
+async def patient_with_document(database: Database, patient_url: str = PATIENT_URL,
+                                **request: Any) -> dict[str, Any]:
+    """An ITI-65 transaction that also creates its (qualified INS) Patient: the Patient,
+    then the SubmissionSet, the DocumentReference and its Binary, all pointing at
+    ``patient_url``. ``request`` goes to the Patient entry's request."""
+    bundle = document_bundle(patient_url)
+    resource = await ins_patient_resource(database, "Corse", ipp=NIR)
+    bundle["entry"].insert(0, post(patient_url, resource, **request))
+    return bundle
+
+
+def index_of(bundle: dict[str, Any], resource_type: str) -> int:
+    return next(i for i, e in enumerate(bundle["entry"])
+                if e["resource"]["resourceType"] == resource_type)
+
+
+def location_of(response: dict[str, Any], resource_type: str) -> str:
+    """The location of the first entry of that type in a transaction-response, no version."""
+    return next(e["response"]["location"].rsplit("/_history", 1)[0] for e in response["entry"]
+                if e["response"]["location"].startswith(f"{resource_type}/"))
+
+
+async def test_transaction_resolves_urn_uuid_references(client: httpx.AsyncClient,
+                                                        database: Database) -> None:
+    response = await send(client, await patient_with_document(database))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["type"] == "transaction-response"
     statuses = [e["response"]["status"] for e in body["entry"]]
-    assert statuses == ["201 Created", "201 Created"]
-    patient_location, doc_location = (e["response"]["location"] for e in body["entry"])
+    assert statuses == ["201 Created"] * 4
+    patient_location = body["entry"][0]["response"]["location"]
     assert patient_location.startswith("Patient/")
-    doc = (await client.get(f"/fhir/{doc_location.rsplit('/_history', 1)[0]}")).json()
+    doc = (await client.get(f"/fhir/{location_of(body, 'DocumentReference')}")).json()
     assert doc["subject"]["reference"] == patient_location.rsplit("/_history", 1)[0]
 
 
-async def test_transaction_response_can_carry_the_resources(client: httpx.AsyncClient) -> None:
-    response = await send(client, patient_with_document(), Prefer="return=representation")
+async def test_transaction_response_can_carry_the_resources(client: httpx.AsyncClient,
+                                                            database: Database) -> None:
+    response = await send(client, await patient_with_document(database),
+                          Prefer="return=representation")
+    assert response.status_code == 200, response.text
     entries = response.json()["entry"]
-    assert [e["resource"]["resourceType"] for e in entries] == ["Patient", "DocumentReference"]
+    assert [e["resource"]["resourceType"] for e in entries] == [
+        "Patient", "List", "DocumentReference", "Binary"]
     assert entries[0]["response"]["etag"] == 'W/"1"'
 
 
-async def test_invalid_entry_rejects_the_whole_transaction(client: httpx.AsyncClient) -> None:
-    bundle = patient_with_document()
-    bundle["entry"][1]["resource"]["status"] = "lost"
+async def test_invalid_entry_rejects_the_whole_transaction(client: httpx.AsyncClient,
+                                                           database: Database) -> None:
+    bundle = await patient_with_document(database)
+    doc_index = index_of(bundle, "DocumentReference")
+    bundle["entry"][doc_index]["resource"]["status"] = "lost"
     bundle["entry"].append(post("urn:uuid:p2", {**patient(), "birthDate": "yesterday"}))
     response = await send(client, bundle)
     assert response.status_code == 400
     expressions = {e for i in response.json()["issue"] for e in i.get("expression", [])}
-    assert "Bundle.entry[1].resource.status" in expressions
-    assert "Bundle.entry[2].resource.birthDate" in expressions
+    assert f"Bundle.entry[{doc_index}].resource.status" in expressions
+    assert f"Bundle.entry[{len(bundle['entry']) - 1}].resource.birthDate" in expressions
     assert await count(client, "Patient") == 0
 
 
-async def test_failure_while_writing_rolls_everything_back(client: httpx.AsyncClient) -> None:
+async def test_failure_while_writing_rolls_everything_back(client: httpx.AsyncClient,
+                                                           database: Database) -> None:
     existing = (await client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON)).json()
     stale_update = {"fullUrl": f"Patient/{existing['id']}", "resource": existing,
                     "request": {"method": "PUT", "url": f"Patient/{existing['id']}",
                                 "ifMatch": 'W/"5"'}}
-    bundle = patient_with_document()
+    bundle = await patient_with_document(database)
     bundle["entry"].append(stale_update)
     response = await send(client, bundle)
     assert response.status_code == 412
-    assert "Bundle.entry[2]" in response.json()["issue"][0]["diagnostics"]
+    assert f"Bundle.entry[{len(bundle['entry']) - 1}]" in \
+        response.json()["issue"][0]["diagnostics"]
     assert await count(client, "Patient") == 1
     assert await count(client, "DocumentReference") == 0
 
 
-async def test_reference_to_an_unknown_entry_is_refused(client: httpx.AsyncClient) -> None:
-    doc = document_reference("x")
-    doc["subject"] = {"reference": "urn:uuid:nobody"}
-    response = await send(client, transaction(post("urn:uuid:p1", patient()),
-                                              post("urn:uuid:d1", doc)))
+async def test_reference_to_an_unknown_entry_is_refused(client: httpx.AsyncClient,
+                                                        database: Database) -> None:
+    bundle = await patient_with_document(database)
+    doc = bundle["entry"][index_of(bundle, "DocumentReference")]["resource"]
+    doc["subject"] = {"reference": new_urn()}  # no entry has this fullUrl
+    response = await send(client, bundle)
     assert response.status_code == 400
     assert await count(client, "Patient") == 0
 
@@ -98,38 +129,34 @@ async def test_duplicate_full_urls_are_refused(client: httpx.AsyncClient) -> Non
     assert await count(client, "Patient") == 0
 
 
-async def test_if_none_exist_reuses_the_existing_resource(client: httpx.AsyncClient) -> None:
-    first = (await send(client, patient_with_document())).json()
+async def test_if_none_exist_reuses_the_existing_resource(client: httpx.AsyncClient,
+                                                          database: Database) -> None:
+    first = (await send(client, await patient_with_document(database))).json()
     patient_location = first["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
-    doc = document_reference("x")
-    doc["subject"] = {"reference": "urn:uuid:again"}
-    bundle = transaction(post("urn:uuid:again", patient(ipp=NIR),
-                              ifNoneExist=f"identifier={IPP_SYSTEM}|{NIR}"),
-                         post("urn:uuid:d2", doc))
+    again = new_urn()
+    bundle = await patient_with_document(database, again,
+                                         ifNoneExist=f"identifier={IPP_SYSTEM}|{NIR}")
     response = (await send(client, bundle)).json()
     assert response["entry"][0]["response"]["status"] == "200 OK"
     assert await count(client, "Patient") == 1
-    second_doc = response["entry"][1]["response"]["location"].rsplit("/_history", 1)[0]
-    stored = (await client.get(f"/fhir/{second_doc}")).json()
+    stored = (await client.get(f"/fhir/{location_of(response, 'DocumentReference')}")).json()
     assert stored["subject"]["reference"] == patient_location
 
 
 async def test_conditional_reference_resolves_to_the_single_match(
-        client: httpx.AsyncClient) -> None:
-    created = (await client.post("/fhir/Patient", json=patient(ipp=NIR), headers=FHIR_JSON)).json()
-    doc = document_reference("x")
-    doc["subject"] = {"reference": f"Patient?identifier={IPP_SYSTEM}|{NIR}"}
-    response = await send(client, transaction(post("urn:uuid:d", doc)))
+        client: httpx.AsyncClient, database: Database) -> None:
+    created = await ins_patient(client, database, "Corse", ipp=NIR)
+    bundle = document_bundle(f"Patient?identifier={IPP_SYSTEM}|{NIR}")
+    response = await send(client, bundle)
     assert response.status_code == 200, response.text
-    location = response.json()["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
-    stored = (await client.get(f"/fhir/{location}")).json()
-    assert stored["subject"]["reference"] == f"Patient/{created['id']}"
+    stored = (await client.get(
+        f"/fhir/{location_of(response.json(), 'DocumentReference')}")).json()
+    assert stored["subject"]["reference"] == f"Patient/{created}"
 
 
 async def test_conditional_reference_without_match_is_412(client: httpx.AsyncClient) -> None:
-    doc = document_reference("x")
-    doc["subject"] = {"reference": f"Patient?identifier={IPP_SYSTEM}|{NIR}"}
-    response = await send(client, transaction(post("urn:uuid:d", doc)))
+    bundle = document_bundle(f"Patient?identifier={IPP_SYSTEM}|{NIR}")
+    response = await send(client, bundle)
     assert response.status_code == 412
     assert await count(client, "DocumentReference") == 0
 
