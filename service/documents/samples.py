@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fhir_profiles.pdsm import (
@@ -109,44 +110,64 @@ def _reference_type(reference: str) -> str | None:
     return parts[-2] if len(parts) >= 2 else None
 
 
-def _document(patient_ref: str, full_url: str, binary_url: str, *, content: bytes,
-              content_type: str, master_id: str | None, type_code: str, class_code: str,
-              security: tuple[str, ...], title: str, date: str, period_start: str,
-              author_rpps: str, author_given: str, author_family: str,
-              replaces: str | None, authors: list[str] | None = None) -> dict[str, Any]:
-    contained = _author(author_rpps, author_given, author_family)
-    if authors is not None:  # literal authors: only the custodian stays contained
+@dataclass(frozen=True)
+class DocumentOptions:
+    """What varies between sample documents; every field has a PDSm-valid default."""
+
+    content: bytes = PDF
+    content_type: str = "application/pdf"
+    master_id: str | None = None
+    type_code: str = "11488-4"
+    class_code: str = "10"
+    security: tuple[str, ...] = ("N",)
+    title: str = "Compte rendu de consultation"
+    date: str = "2026-11-20T10:00:00+01:00"
+    period_start: str = "2026-11-20T09:30:00+01:00"
+    author_rpps: str = "10000000001"
+    author_given: str = "Jean"
+    author_family: str = "Martin"
+    replaces: str | None = None  # "DocumentReference/<id>": relatesTo replaces
+    # Literal author references (``Practitioner/<id>``) instead of the contained author;
+    # all-Patient/Device authors take the TRE_A00 non-professional context codes.
+    authors: list[str] | None = None
+
+
+def _document(patient_ref: str, full_url: str, binary_url: str,
+              options: DocumentOptions) -> dict[str, Any]:
+    o = options
+    contained = _author(o.author_rpps, o.author_given, o.author_family)
+    if o.authors is not None:  # literal authors: only the custodian stays contained
         contained = [r for r in contained if r["id"] == "custodian"]
     doc: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "contained": contained,
-        "masterIdentifier": {"system": URI, "value": master_id or new_urn()},
+        "masterIdentifier": {"system": URI, "value": o.master_id or new_urn()},
         "identifier": [{"use": "official", "system": URI, "value": full_url}],
         "status": "current",
-        "type": _coding(LOINC, type_code),
-        "category": [_coding(CLASS_SYSTEM, class_code, CLASS_CODES.get(class_code))],
+        "type": _coding(LOINC, o.type_code),
+        "category": [_coding(CLASS_SYSTEM, o.class_code, CLASS_CODES.get(o.class_code))],
         "subject": {"reference": patient_ref},
-        "date": date,
-        "author": [{"reference": reference} for reference in authors]
-        if authors is not None else [{"reference": "#author"}],
+        "date": o.date,
+        "author": [{"reference": reference} for reference in o.authors]
+        if o.authors is not None else [{"reference": "#author"}],
         "custodian": {"reference": "#custodian"},
-        "securityLabel": [_security_label(code) for code in security],
+        "securityLabel": [_security_label(code) for code in o.security],
         "content": [{"attachment": {
-            "contentType": content_type, "language": "fr-FR", "url": binary_url,
-            "size": len(content), "hash": sha1_base64(hashlib.sha1(content).digest()),
-            "title": title, "creation": date}}],
+            "contentType": o.content_type, "language": "fr-FR", "url": binary_url,
+            "size": len(o.content), "hash": sha1_base64(hashlib.sha1(o.content).digest()),
+            "title": o.title, "creation": o.date}}],
         "context": {
-            "period": {"start": period_start},
+            "period": {"start": o.period_start},
             "facilityType": _coding(SECTOR_SYSTEM, "SA01", "Etablissement public de santé"),
             "practiceSetting": _coding(SETTING_SYSTEM, "ETABLISSEMENT", "Etablissement de santé"),
         },
     }
-    if authors and all(_reference_type(a) in _NON_PS_AUTHORS for a in authors):
+    if o.authors and all(_reference_type(a) in _NON_PS_AUTHORS for a in o.authors):
         # A document the patient (or a device) produced: PDSm's non-professional codes.
         doc["context"]["facilityType"] = _coding(NON_PS_SYSTEM, "PATIENT", "Patient")
         doc["context"]["practiceSetting"] = _coding(NON_PS_SYSTEM, "PATIENT", "Patient")
-    if replaces:
-        doc["relatesTo"] = [{"code": "replaces", "target": {"reference": replaces}}]
+    if o.replaces:
+        doc["relatesTo"] = [{"code": "replaces", "target": {"reference": o.replaces}}]
     return doc
 
 
@@ -172,48 +193,23 @@ def _list(kind: str, patient_ref: str, date: str, items: list[str], *,
     return lst
 
 
-def document_reference(patient_ref: str, *, content: bytes = PDF,
-                       content_type: str = "application/pdf", master_id: str | None = None,
-                       type_code: str = "11488-4", class_code: str = "10",
-                       security: tuple[str, ...] = ("N",),
-                       title: str = "Compte rendu de consultation",
-                       date: str = "2026-11-20T10:00:00+01:00",
-                       period_start: str = "2026-11-20T09:30:00+01:00",
-                       author_rpps: str = "10000000001", author_given: str = "Jean",
-                       author_family: str = "Martin", replaces: str | None = None,
-                       binary_url: str | None = None,
-                       authors: list[str] | None = None) -> dict[str, Any]:
-    """One PDSm DocumentReference, no Bundle; its attachment points at ``binary_url`` (or a
-    fresh urn:uuid) and its identifier is a fresh urn:uuid.
-
-    ``authors`` (literal references such as ``Practitioner/<id>``) replace the contained
-    author; all-Patient/Device authors take the TRE_A00 non-professional context codes."""
-    return _document(patient_ref, new_urn(), binary_url or new_urn(), content=content,
-                     content_type=content_type, master_id=master_id, type_code=type_code,
-                     class_code=class_code, security=security, title=title, date=date,
-                     period_start=period_start, author_rpps=author_rpps,
-                     author_given=author_given, author_family=author_family, replaces=replaces,
-                     authors=authors)
+def document_reference(patient_ref: str, *, binary_url: str | None = None,
+                       **options: Any) -> dict[str, Any]:
+    """One PDSm DocumentReference, no Bundle (options: :class:`DocumentOptions`); its
+    attachment points at ``binary_url`` (or a fresh urn:uuid) and its identifier is a fresh
+    urn:uuid."""
+    return _document(patient_ref, new_urn(), binary_url or new_urn(), DocumentOptions(**options))
 
 
-def document_bundle(patient_ref: str, *, content: bytes = PDF,
-                    content_type: str = "application/pdf", master_id: str | None = None,
-                    type_code: str = "11488-4", class_code: str = "10",
-                    security: tuple[str, ...] = ("N",),
-                    title: str = "Compte rendu de consultation",
-                    date: str = "2026-11-20T10:00:00+01:00",
-                    period_start: str = "2026-11-20T09:30:00+01:00",
-                    author_rpps: str = "10000000001", author_given: str = "Jean",
-                    author_family: str = "Martin", replaces: str | None = None,
-                    binary_url: str | None = None, folder: bool = False,
-                    documents: int = 1, authors: list[str] | None = None) -> dict[str, Any]:
-    """An ITI-65 transaction: a SubmissionSet, ``documents`` DocumentReferences with their
-    Binaries (none when ``binary_url`` names a stored one) and optionally a Folder of them.
-    ``authors`` as in :func:`document_reference` (the SubmissionSet keeps its contained
-    author)."""
+def document_bundle(patient_ref: str, *, binary_url: str | None = None, folder: bool = False,
+                    documents: int = 1, **options: Any) -> dict[str, Any]:
+    """An ITI-65 transaction: a SubmissionSet, ``documents`` DocumentReferences (options:
+    :class:`DocumentOptions`) with their Binaries (none when ``binary_url`` names a stored
+    one) and optionally a Folder of them. The SubmissionSet keeps its contained author."""
+    spec = DocumentOptions(**options)
     if documents < 1:
         raise ValueError("a submission set holds at least one document")
-    if master_id is not None and documents > 1:
+    if spec.master_id is not None and documents > 1:
         raise ValueError("master_id is a document's unique id: give it for one document only")
     doc_entries, binary_entries = [], []
     for _ in range(documents):
@@ -221,20 +217,17 @@ def document_bundle(patient_ref: str, *, content: bytes = PDF,
         target = binary_url or new_urn()
         if binary_url is None:
             binary_entries.append(_entry(target, "Binary", {
-                "resourceType": "Binary", "contentType": content_type,
-                "data": base64.b64encode(content).decode("ascii")}))
-        doc_entries.append(_entry(doc_url, "DocumentReference", _document(
-            patient_ref, doc_url, target, content=content, content_type=content_type,
-            master_id=master_id, type_code=type_code, class_code=class_code, security=security,
-            title=title, date=date, period_start=period_start, author_rpps=author_rpps,
-            author_given=author_given, author_family=author_family, replaces=replaces,
-            authors=authors)))
+                "resourceType": "Binary", "contentType": spec.content_type,
+                "data": base64.b64encode(spec.content).decode("ascii")}))
+        doc_entries.append(_entry(doc_url, "DocumentReference",
+                                  _document(patient_ref, doc_url, target, spec)))
     doc_urls = [entry["fullUrl"] for entry in doc_entries]
-    people = {"rpps": author_rpps, "given": author_given, "family": author_family}
-    folder_entries = [_entry(new_urn(), "List", _list(FOLDER_CODE, patient_ref, date, doc_urls,
-                                                      **people))] if folder else []
+    people = {"rpps": spec.author_rpps, "given": spec.author_given,
+              "family": spec.author_family}
+    folder_entries = [_entry(new_urn(), "List", _list(
+        FOLDER_CODE, patient_ref, spec.date, doc_urls, **people))] if folder else []
     items = doc_urls + [entry["fullUrl"] for entry in folder_entries]
-    submission = _entry(new_urn(), "List", _list(SUBMISSION_SET, patient_ref, date, items,
+    submission = _entry(new_urn(), "List", _list(SUBMISSION_SET, patient_ref, spec.date, items,
                                                  **people))
     return {"resourceType": "Bundle", "type": "transaction",
             "entry": [submission, *folder_entries, *doc_entries, *binary_entries]}

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "BlobInfo",
     "BlobStore",
+    "ReadChecks",
     "check_blob_key",
     "is_blob_key",
     "open_blob_store",
@@ -130,6 +131,29 @@ def check_blob_key(key: str) -> str:
     if not isinstance(key, str) or not is_blob_key(key):
         raise ValueError(f"not a blob key (64 lowercase hex characters): {key!r}")
     return key
+
+
+class ReadChecks:
+    """``read`` for both back-ends: arguments checked at the call, bytes read lazily."""
+
+    def read(
+        self,
+        key: str,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> AsyncGenerator[bytes, None]:
+        """Yield ``[offset, offset + length)`` of the blob in chunks (arguments checked now)."""
+        check_blob_key(key)
+        check_range(offset, length)
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        return self._read(key, offset, length, chunk_size)
+
+    def _read(self, key: str, offset: int, length: int | None,
+              chunk_size: int) -> AsyncGenerator[bytes, None]:
+        raise NotImplementedError
 
 
 def check_range(offset: int, length: int | None) -> None:

@@ -24,11 +24,10 @@ import anyio
 import anyio.to_thread
 
 from storage.blobs import (
-    DEFAULT_CHUNK_SIZE,
     BlobInfo,
     ContentHasher,
+    ReadChecks,
     check_blob_key,
-    check_range,
     is_blob_key,
     iter_chunks,
 )
@@ -81,7 +80,7 @@ async def _shielded(fn: Callable[[], None]) -> None:
         await anyio.to_thread.run_sync(fn)
 
 
-class LocalBlobStore:
+class LocalBlobStore(ReadChecks):
     """Content-addressed blobs under ``root`` (created on first write)."""
 
     def __init__(self, root: Path) -> None:
@@ -175,21 +174,6 @@ class LocalBlobStore:
             log.warning("could not remove temporary blob %s: %s", tmp_path, exc)
 
     # -- reading -----------------------------------------------------------
-
-    def read(
-        self,
-        key: str,
-        offset: int = 0,
-        length: int | None = None,
-        *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncGenerator[bytes, None]:
-        """Yield ``[offset, offset + length)`` of the blob in chunks (arguments checked now)."""
-        check_blob_key(key)
-        check_range(offset, length)
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-        return self._read(key, offset, length, chunk_size)
 
     async def _read(
         self, key: str, offset: int, length: int | None, chunk_size: int

@@ -35,11 +35,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.blobs import (
-    DEFAULT_CHUNK_SIZE,
     BlobInfo,
     ContentHasher,
+    ReadChecks,
     check_blob_key,
-    check_range,
     is_blob_key,
     iter_chunks,
 )
@@ -64,7 +63,7 @@ def _code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-class S3BlobStore:
+class S3BlobStore(ReadChecks):
     """Content-addressed blobs in ``bucket`` under ``prefix``."""
 
     def __init__(
@@ -289,21 +288,6 @@ class S3BlobStore:
                              Bucket=self.bucket, Key=target)
 
     # -- reading -----------------------------------------------------------
-
-    def read(
-        self,
-        key: str,
-        offset: int = 0,
-        length: int | None = None,
-        *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncGenerator[bytes, None]:
-        """Yield ``[offset, offset + length)`` of the blob in chunks (arguments checked now)."""
-        check_blob_key(key)
-        check_range(offset, length)
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-        return self._read(key, offset, length, chunk_size)
 
     async def _read(
         self, key: str, offset: int, length: int | None, chunk_size: int
