@@ -214,8 +214,8 @@ async def qualified_patient(conn: AsyncConnection, reference: Any, path: str) ->
     return patient_id
 
 
-async def _supersede(conn: AsyncConnection, document: dict[str, Any], index: int,
-                     target: Any, patient_id: str) -> None:
+async def _supersede(conn: AsyncConnection, index: int, target: Any, patient_id: str,
+                     changed_here: set[str]) -> None:
     path = f"DocumentReference.relatesTo[{index}].target"
     reference = target.get("reference") if isinstance(target, dict) else None
     kind, _, target_id = str(reference or "").rpartition("/")
@@ -228,6 +228,8 @@ async def _supersede(conn: AsyncConnection, document: dict[str, Any], index: int
     if _patient_id(old.get("subject")) != patient_id:
         raise Unprocessable(f"[replace-other-patient] {path}: the replaced document belongs to "
                             "another patient", expression=path)
+    if old.get("status") == "superseded" and f"DocumentReference/{target_id}" in changed_here:
+        return  # the Bundle superseded it itself (a PATCH entry, as PDSm's example does)
     if old.get("status") != "current":
         raise Conflict(f"[replace-not-current] {path}: DocumentReference/{target_id} is "
                        f"{old.get('status')}; only a current document can be replaced",
@@ -238,8 +240,12 @@ async def _supersede(conn: AsyncConnection, document: dict[str, Any], index: int
 
 
 async def complete_filing(conn: AsyncConnection, document: dict[str, Any], *, base: str,
-                          filed_by: Principal, submission_pk: int | None) -> None:
-    """Checks and bookkeeping for a DocumentReference just stored in this transaction."""
+                          filed_by: Principal, submission_pk: int | None,
+                          changed_here: set[str] | None = None) -> None:
+    """Checks and bookkeeping for a DocumentReference just stored in this transaction.
+
+    ``changed_here``: the resources the same transaction updated or patched.
+    """
     if document.get("status") != "current":
         raise Unprocessable(f"[document-status] a new document is filed as current, not "
                             f"{document.get('status')}", expression="DocumentReference.status")
@@ -250,7 +256,7 @@ async def complete_filing(conn: AsyncConnection, document: dict[str, Any], *, ba
                                          "DocumentReference.subject")
     for i, relation in enumerate(document.get("relatesTo") or []):
         if relation.get("code") == REPLACES:
-            await _supersede(conn, document, i, relation.get("target"), patient_id)
+            await _supersede(conn, i, relation.get("target"), patient_id, changed_here or set())
     system, value = master_identifier(document)
     await registry.register_document(conn, FiledDocument(
         system, value, document["id"], patient_id, filed_by.subject,

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-import jsonpatch
 import orjson
-from jsonpointer import JsonPointerException
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.principal import Principal
@@ -32,16 +30,9 @@ from fhir_profiles.pdsm import (
 )
 from fhir_profiles.structure import is_fhir_type, validate_structure
 from service.documents.metadata import check_document_update
-from service.errors import (
-    BadRequest,
-    Conflict,
-    Gone,
-    MethodNotAllowed,
-    NotFound,
-    PreconditionFailed,
-    Unprocessable,
-)
+from service.errors import BadRequest, Gone, MethodNotAllowed, NotFound, PreconditionFailed
 from service.fhir.http import fhir_instant
+from service.fhir.patch import Patch
 from service.identity import check_patient_identity
 from storage import documents as registry
 from storage import resources as repo
@@ -272,39 +263,13 @@ async def conditional_update(conn: AsyncConnection, resource_type: str, query_st
     return await update(conn, resource_type, ids[0], {**resource, "id": ids[0]}, actor=actor)
 
 
-def parse_json_patch(body: bytes) -> jsonpatch.JsonPatch:
-    """A JSON Patch document (RFC 6902): 400 unless an array of well-formed operations."""
-    try:
-        operations = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the JSON Patch is not valid JSON: {exc}") from exc
-    if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
-        raise BadRequest("a JSON Patch is an array of operations such as "
-                         '{"op": "replace", "path": "/status", "value": "entered-in-error"}')
-    try:
-        patch_document = jsonpatch.JsonPatch(operations)  # checks each operation
-    except (jsonpatch.InvalidJsonPatch, JsonPointerException, KeyError, TypeError) as exc:
-        raise BadRequest(f"invalid JSON Patch: {exc}") from exc
-    return patch_document
-
-
 async def patch(conn: AsyncConnection, resource_type: str, resource_id: str,
-                operations: jsonpatch.JsonPatch, *, if_match: int | None,
-                actor: Principal) -> Written:
-    """https://hl7.org/fhir/R4/http.html#patch — JSON Patch on the current version."""
+                change: Patch, *, if_match: int | None, actor: Principal) -> Written:
+    """https://hl7.org/fhir/R4/http.html#patch — on the current version, then validated."""
     content, version_id, _ = await read(conn, resource_type, resource_id)
     if if_match is not None and if_match != version_id:
         raise PreconditionFailed(f"If-Match asked for version {if_match} but "
                                  f"{resource_type}/{resource_id} is at {version_id}")
-    try:
-        patched = operations.apply(orjson.loads(content))
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise Conflict(f"JSON Patch test failed: {exc}") from exc
-    except (jsonpatch.JsonPatchException, JsonPointerException, TypeError) as exc:
-        raise Unprocessable(f"the JSON Patch cannot be applied to {resource_type}/{resource_id}:"
-                            f" {exc}") from exc
-    if not isinstance(patched, dict):
-        raise Unprocessable("the JSON Patch must leave a resource (a JSON object)")
-    resource = validate(patched, resource_type)
+    resource = validate(change(orjson.loads(content)), resource_type)
     return await update(conn, resource_type, resource_id, resource, if_match=version_id,
                         method="PATCH", actor=actor)

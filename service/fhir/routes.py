@@ -40,6 +40,7 @@ from service.fhir.http import (
     wants_pretty,
 )
 from service.fhir.insi import ins_lookup_operation
+from service.fhir.patch import patch_from_request
 from service.fhir.search import SearchRequest, search
 from service.fhir.smart import smart_configuration
 from service.settings import Settings
@@ -278,21 +279,19 @@ async def _binary_response(request: Request, db: Database, blobs: BlobStore,
                              status_code=206 if wanted else 200, headers=headers)
 
 
-@router.patch("/{resource_type}/{resource_id}", summary="patch (JSON Patch)")
+@router.patch("/{resource_type}/{resource_id}", summary="patch (JSON Patch, FHIRPath Patch)")
 async def patch(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
                 db: DatabaseDep, principal: PrincipalDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
     filing.check_method(resource_type, "PATCH")
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json-patch+json":
-        raise UnsupportedMediaType("PATCH takes a JSON Patch document "
-                                   "(Content-Type: application/json-patch+json)")
-    operations = interactions.parse_json_patch(await read_body(request, settings.max_body_bytes))
+    change = patch_from_request(media, await read_body(request, settings.max_body_bytes),
+                                resource_type)
     authorize(principal, Interaction.UPDATE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
     async with db.write() as conn:
-        written = await interactions.patch(conn, resource_type, resource_id, operations,
+        written = await interactions.patch(conn, resource_type, resource_id, change,
                                            if_match=if_match, actor=principal)
     return _written_response(request, settings, written)
 

@@ -33,13 +33,14 @@ from service.fhir import interactions
 from service.fhir.bundles import bundle, entry
 from service.fhir.history import history
 from service.fhir.http import etag, fhir_instant, parse_if_match, parse_version
+from service.fhir.patch import Patch, patch_from_entry
 from service.fhir.search import SearchRequest, search
 from storage import documents as registry
 from storage.blobs import BlobInfo, BlobStore
 from storage.db import Database
 from storage.errors import StorageError
 
-_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Entry:
     if_match: int | None = None
     sub_path: list[str] = field(default_factory=list)
     blob: BlobInfo | None = None  # where a POSTed Binary's bytes went
+    patch: Patch | None = None
 
 
 @dataclass
@@ -126,6 +128,8 @@ def _interactions(e: Entry) -> list[Interaction]:
         return [Interaction.CREATE] + ([Interaction.SEARCH] if e.if_none_exist else [])
     if e.method == "PUT":
         return [Interaction.UPDATE] + ([Interaction.SEARCH] if e.resource_id is None else [])
+    if e.method == "PATCH":
+        return [Interaction.UPDATE]
     if e.method == "DELETE":
         return [Interaction.DELETE]
     if e.resource_id is None or e.resource_id == "_search":
@@ -189,6 +193,11 @@ def _parse_entry(index: int, raw: Any, base: str) -> Entry:
             raise BadRequest("a PUT entry needs Type/id or Type?criteria")
     if method == "DELETE" and resource_id is None:
         raise MethodNotAllowed("conditional delete is not supported")
+    if method == "PATCH":
+        if resource_id is None or resource_id.startswith("_"):
+            raise MethodNotAllowed("a PATCH entry names one resource (Type/id); conditional "
+                                   "patch is not supported")
+        item.patch = patch_from_entry(raw.get("resource"), path[0])
     if isinstance(request.get("ifNoneExist"), str):
         item.if_none_exist = request["ifNoneExist"].lstrip("?")
     if isinstance(request.get("ifMatch"), str):
@@ -259,9 +268,12 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
         submission_pk = await registry.new_submission(conn) if submission else None
         for current in sorted(entries, key=lambda e: _ORDER[e.method]):
             outcomes[current.index] = await _execute(conn, current, context)
+        changed_here = {f"{e.resource_type}/{e.resource_id}" for e in entries
+                        if e.method in ("PUT", "PATCH")}
         for current in documents:
             await filing.complete_filing(conn, _stored(current), base=context.base,
-                                         filed_by=context.principal, submission_pk=submission_pk)
+                                         filed_by=context.principal, submission_pk=submission_pk,
+                                         changed_here=changed_here)
         current = None
         if submission:
             submission_set = next(e for e in entries if filing.is_submission_set(e.resource))
@@ -396,6 +408,10 @@ async def _execute(conn: AsyncConnection, e: Entry, context: BundleContext) -> O
         return _written(await interactions.update(conn, e.resource_type, e.resource_id,
                                                   e.resource, if_match=e.if_match,
                                                   actor=context.principal))
+    if e.method == "PATCH":
+        assert e.patch is not None and e.resource_id is not None
+        return _written(await interactions.patch(conn, e.resource_type, e.resource_id, e.patch,
+                                                 if_match=e.if_match, actor=context.principal))
     return await _get(conn, e, context)
 
 

@@ -364,3 +364,21 @@ async def test_filed_documents_in_another_submission_shape_are_a_conflict(
     assert response.status_code == 409
     assert "[document-resent]" in issues(response)[0]["diagnostics"]
     assert await count(client, "List") == 1
+
+
+async def test_a_replacement_may_also_patch_the_old_document_as_pdsm_shows(
+        client: httpx.AsyncClient, patient_id: str) -> None:
+    """PDSm's replacement example supersedes the old document with a FHIRPath Patch entry."""
+    old = await file_document(client, patient_id)
+    bundle = document_bundle(f"Patient/{patient_id}", replaces=f"DocumentReference/{old['id']}",
+                             content=b"%PDF-1.4 version 2")
+    bundle["entry"].append({
+        "fullUrl": "urn:uuid:77777777-7777-4777-8777-777777777777",
+        "resource": {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+            {"name": "type", "valueCode": "replace"},
+            {"name": "path", "valueString": "DocumentReference.status"},
+            {"name": "value", "valueCode": "superseded"}]}]},
+        "request": {"method": "PATCH", "url": f"DocumentReference/{old['id']}"}})
+    response = await provide(client, bundle)
+    assert response.status_code == 200, response.text
+    assert await _status(client, old["id"]) == ("superseded", "2")
