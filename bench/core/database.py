@@ -71,6 +71,28 @@ def count_created(args: argparse.Namespace, nonce: int) -> int:
 
 
 
+def count_resources(args: argparse.Namespace, resource_type: str) -> int:
+    """Current (not deleted) resources of ``resource_type`` in the benchmark database."""
+    rows = admin(args, database=args.db_name, fetch=(
+        "SELECT count(*) AS n FROM resource WHERE resource_type = "
+        f"'{resource_type}' AND NOT deleted"))
+    return int(rows[0]["n"])
+
+
+def vacuum_analyze(args: argparse.Namespace) -> float:
+    """``VACUUM ANALYZE`` the benchmark database (autovacuum may be off); returns seconds."""
+    import time
+
+    started = time.perf_counter()
+    admin(args, "VACUUM ANALYZE", database=args.db_name)
+    return time.perf_counter() - started
+
+
+def database_size(args: argparse.Namespace) -> str:
+    return str(admin(args, database=args.db_name, fetch=(
+        "SELECT pg_size_pretty(pg_database_size(current_database())) AS s"))[0]["s"])
+
+
 def machine_facts(args: argparse.Namespace, wrk_version: str) -> list[tuple[str, str]]:
     cpu = "unknown"
     with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -36,18 +37,22 @@ def patient(rng: random.Random, value: str) -> dict[str, Any]:
             "birthDate": f"{year:04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"}
 
 
-async def _load(base: str, auth: dict[str, str], n: int, bundle_size: int,
-                loaders: int) -> list[tuple[str, str]]:
-    """POST transaction Bundles; returns (identifier value, assigned id) for every Patient."""
+async def post_bundles(base: str, auth: dict[str, str], count: int, loaders: int,
+                       make: Callable[[int, random.Random], dict[str, Any]],
+                       on_answer: Callable[[int, list[dict[str, Any]]], None] | None = None,
+                       unit: str = "resources", size: Callable[[int], int] = lambda _i: 1,
+                       total: int | None = None) -> None:
+    """POST ``count`` transaction Bundles (``make(index, rng)``) from ``loaders`` concurrent
+    clients; every Bundle must answer 200 and each of its entries 201 (else BenchError).
+    ``on_answer(index, response entries)`` sees each answer; progress is printed in ``unit``
+    (``size(index)`` of them per Bundle, ``total`` in all)."""
     import httpx
     import orjson
 
-    values = [f"1{i:014d}" for i in range(n)]  # 15 digits, unique
-    chunks = [range(start, min(start + bundle_size, n)) for start in range(0, n, bundle_size)]
-    ids: list[str | None] = [None] * n
-    queue: asyncio.Queue[range] = asyncio.Queue()
-    for chunk in chunks:
-        queue.put_nowait(chunk)
+    total = total if total is not None else count
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(count):
+        queue.put_nowait(index)
     done = 0
     next_report = 0.0
     started = time.perf_counter()
@@ -57,30 +62,27 @@ async def _load(base: str, auth: dict[str, str], n: int, bundle_size: int,
         rng = random.Random(number)
         while True:
             try:
-                chunk = queue.get_nowait()
+                index = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            bundle = {"resourceType": "Bundle", "type": "transaction",
-                      "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}",
-                                 "resource": patient(rng, values[i]),
-                                 "request": {"method": "POST", "url": "Patient"}}
-                                for i in chunk]}
+            bundle = make(index, rng)
             response = await client.post("/fhir", content=orjson.dumps(bundle))
             if response.status_code != 200:
                 raise BenchError(f"load Bundle answered {response.status_code}: "
                                  f"{response.text[:2000]}")
             entries = response.json().get("entry", [])
-            if len(entries) != len(chunk):
-                raise BenchError(f"load Bundle of {len(chunk)} answered {len(entries)} entries")
-            for i, e in zip(chunk, entries, strict=True):
-                answer = e["response"]
-                if not answer["status"].startswith("201"):
-                    raise BenchError(f"load entry answered {answer}")
-                ids[i] = answer["location"].split("/")[1]  # Patient/<id>/_history/1
-            done += len(chunk)
+            if len(entries) != len(bundle["entry"]):
+                raise BenchError(f"load Bundle of {len(bundle['entry'])} answered "
+                                 f"{len(entries)} entries")
+            for e in entries:
+                if not e["response"]["status"].startswith("201"):
+                    raise BenchError(f"load entry answered {e['response']}")
+            if on_answer is not None:
+                on_answer(index, entries)
+            done += size(index)
             elapsed = time.perf_counter() - started
-            if done / n >= next_report or done == n:
-                print(f"  loaded {done:>9,}/{n:,} ({done / elapsed:,.0f} resources/s)",
+            if done / total >= next_report or done == total:
+                print(f"  loaded {done:>9,}/{total:,} {unit} ({done / elapsed:,.0f}/s)",
                       flush=True)
                 next_report += 0.1
 
@@ -88,8 +90,40 @@ async def _load(base: str, auth: dict[str, str], n: int, bundle_size: int,
                **auth}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
         await asyncio.gather(*(loader(k, client) for k in range(loaders)))
+
+
+async def post_resources(base: str, auth: dict[str, str], n: int, bundle_size: int,
+                         loaders: int,
+                         resource: Callable[[int, random.Random], dict[str, Any]]) -> list[str]:
+    """Create ``resource(i, rng)`` for i < n through transaction Bundles of ``bundle_size``;
+    returns the assigned ids, in order."""
+    chunks = [range(start, min(start + bundle_size, n)) for start in range(0, n, bundle_size)]
+    ids: list[str | None] = [None] * n
+
+    def make(index: int, rng: random.Random) -> dict[str, Any]:
+        resources = [resource(i, rng) for i in chunks[index]]
+        return {"resourceType": "Bundle", "type": "transaction",
+                "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r,
+                           "request": {"method": "POST", "url": r["resourceType"]}}
+                          for r in resources]}
+
+    def on_answer(index: int, entries: list[dict[str, Any]]) -> None:
+        for i, e in zip(chunks[index], entries, strict=True):
+            ids[i] = e["response"]["location"].split("/")[1]  # Type/<id>/_history/1
+
+    await post_bundles(base, auth, len(chunks), loaders, make, on_answer,
+                       size=lambda index: len(chunks[index]), total=n)
     assert all(i is not None for i in ids)
-    return list(zip(values, ids, strict=True))  # type: ignore[arg-type]
+    return ids  # type: ignore[return-value]
+
+
+async def _load(base: str, auth: dict[str, str], n: int, bundle_size: int,
+                loaders: int) -> list[tuple[str, str]]:
+    """POST transaction Bundles; returns (identifier value, assigned id) for every Patient."""
+    values = [f"1{i:014d}" for i in range(n)]  # 15 digits, unique
+    ids = await post_resources(base, auth, n, bundle_size, loaders,
+                               lambda i, rng: patient(rng, values[i]))
+    return list(zip(values, ids, strict=True))
 
 
 def load(args: argparse.Namespace, server: Server, db_url: str) -> dict[str, Any]:

@@ -89,48 +89,58 @@ def section(args: argparse.Namespace, results: list[ConfigResult], wrk_version: 
         if m := r.measures.get("create"):
             notes.append(f"create runs stored {m.extra.get('stored', 0):,} Patients "
                          f"(wrk counted {m.requests:,} in the measured run, plus warm-up)")
-        all_m = [*(r.measures.values()), *([r.floor] if r.floor else [])]
-        latency_detail = "; ".join(
-            f"{m.name} p90 {m.p('p90'):.2f} / p99.9 {m.p('p999'):.2f} / max {m.p('max'):.1f} ms"
-            for m in all_m)
-        notes.append(latency_detail)
-        cpu_rows = [f"{m.name}: server {m.cpu.server:.0f}, wrk {m.cpu.wrk:.0f}, postgres "
-                    f"{m.cpu.postgres:.0f} (run-queue wait {m.cpu.postgres_wait:.1f} s per "
-                    f"CPU s), other processes {m.cpu.other:.0f}"
-                    for m in all_m if m.cpu]
-        if cpu_rows:
-            notes.append("CPU during each measured run, in % of one core (the machine has "
-                         f"{os.cpu_count() or '?'} cores): " + "; ".join(cpu_rows))
-            notes.append("wrk connections held by each worker during each run (uvicorn's "
-                         "workers share one listening socket, so the spread varies from run "
-                         "to run and caps throughput when skewed): " + "; ".join(
-                             f"{m.name} {'/'.join(map(str, m.spread)) or '?'}" for m in all_m))
-            noisy = [m.name for m in all_m if m.cpu and m.cpu.other >= 15]
-            if noisy:
-                notes.append("**other processes used >= 15% of a core during "
-                             f"{', '.join(noisy)}: those figures are pessimistic**")
-        if r.server_log_errors:
-            notes.append("server log tracebacks: " + ", ".join(
-                f"{name} x{count}" for name, count in sorted(r.server_log_errors.items()))
-                + (" (ClientDisconnect: wrk closing connections with requests in flight at "
-                   "the end of a run)" if "starlette.requests.ClientDisconnect"
-                   in r.server_log_errors else ""))
-        else:
-            notes.append("server log: no tracebacks")
+        notes += measure_notes(r)
         lines += [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
 
 
+def measure_notes(r: ConfigResult) -> list[str]:
+    """Notes shared by every benchmark script: latency detail, CPU use, connection spread,
+    server log tracebacks."""
+    notes = []
+    all_m = [*(r.measures.values()), *([r.floor] if r.floor else [])]
+    latency_detail = "; ".join(
+        f"{m.name} p90 {m.p('p90'):.2f} / p99.9 {m.p('p999'):.2f} / max {m.p('max'):.1f} ms"
+        for m in all_m)
+    notes.append(latency_detail)
+    cpu_rows = [f"{m.name}: server {m.cpu.server:.0f}, wrk {m.cpu.wrk:.0f}, postgres "
+                f"{m.cpu.postgres:.0f} (run-queue wait {m.cpu.postgres_wait:.1f} s per "
+                f"CPU s), other processes {m.cpu.other:.0f}"
+                for m in all_m if m.cpu]
+    if cpu_rows:
+        notes.append("CPU during each measured run, in % of one core (the machine has "
+                     f"{os.cpu_count() or '?'} cores): " + "; ".join(cpu_rows))
+        notes.append("wrk connections held by each worker during each run (uvicorn's "
+                     "workers share one listening socket, so the spread varies from run "
+                     "to run and caps throughput when skewed): " + "; ".join(
+                         f"{m.name} {'/'.join(map(str, m.spread)) or '?'}" for m in all_m))
+        noisy = [m.name for m in all_m if m.cpu and m.cpu.other >= 15]
+        if noisy:
+            notes.append("**other processes used >= 15% of a core during "
+                         f"{', '.join(noisy)}: those figures are pessimistic**")
+    if r.server_log_errors:
+        notes.append("server log tracebacks: " + ", ".join(
+            f"{name} x{count}" for name, count in sorted(r.server_log_errors.items()))
+            + (" (ClientDisconnect: wrk closing connections with requests in flight at "
+               "the end of a run)" if "starlette.requests.ClientDisconnect"
+               in r.server_log_errors else ""))
+    else:
+        notes.append("server log: no tracebacks")
+    return notes
+
+
 def write_results(new_section: str) -> None:
     header = ("# Carnet benchmark results\n\n"
-              "Written by `bench/run_core.py` (see bench/README.md for what each figure means "
-              "and how to run it). Each run is added at the top; earlier runs stay below so "
-              "regressions show.\n\n" + RUNS_MARKER + "\n")
+              "Written by `bench/run_core.py` and `bench/run_documents.py` (see "
+              "bench/README.md for what each figure means and how to run it). Each run is "
+              "added at the top; earlier runs stay below so regressions show.\n\n"
+              + RUNS_MARKER + "\n")
     if RESULTS.exists():
         text = RESULTS.read_text()
         if RUNS_MARKER in text:
             head, _, rest = text.partition(RUNS_MARKER)
-            RESULTS.write_text(head + RUNS_MARKER + "\n\n" + new_section + "\n" + rest.lstrip("\n"))
+            RESULTS.write_text(head + RUNS_MARKER + "\n\n" + new_section + "\n"
+                               + rest.lstrip("\n"))
             return
         RESULTS.write_text(header + "\n" + new_section + "\n" + text)
         return

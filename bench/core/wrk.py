@@ -97,18 +97,23 @@ def run_wrk(args: argparse.Namespace, name: str, server: Server, script: str,
 
 
 def measure(args: argparse.Namespace, server: Server, name: str, script: str,
-            script_args: list[str], path_hint: str, connections: int | None = None) -> Measure:
+            script_args: list[str], path_hint: str, connections: int | None = None,
+            warmup_script_args: list[str] | None = None) -> Measure:
+    """A warm-up run then the measured run; ``warmup_script_args`` (default: the measured
+    run's) lets a script that must never repeat a request (unique bodies) take other input
+    in the warm-up."""
     connections = connections or args.connections
     warm: dict[str, Any] = {"errors": {}}
     if args.warmup > 0:
-        warm, _, _, _ = run_wrk(args, f"{name}-warmup", server, script, script_args, args.warmup,
-                             connections)
+        warm, _, _, _ = run_wrk(args, f"{name}-warmup", server, script,
+                                warmup_script_args or script_args, args.warmup, connections)
     profiler = start_profiler(args, server, name)
     data, text, cpu, spread = run_wrk(args, name, server, script, script_args,
                                       args.duration, connections)
     stop_profiler(profiler)
     m = Measure(name, data["requests"], data["duration_us"] / 1e6, data["errors"],
                 data["latency_us"], warmup_errors=warm["errors"], cpu=cpu, spread=spread)
+    m.extra["warmup_requests"] = int(warm.get("requests", 0))
     print(f"  {name:<12} {m.rate:>9,.0f} req/s  p50 {m.p('p50'):6.2f} ms  "
           f"p99 {m.p('p99'):6.2f} ms  errors {m.error_text()}   ({path_hint})\n"
           f"          CPU (% of one core): server {cpu.server:.0f}, wrk {cpu.wrk:.0f}, "

@@ -1,0 +1,552 @@
+#!/usr/bin/env python3
+"""Benchmark of the document service on PostgreSQL: ITI-65 filing, ITI-67 search, ITI-68 read.
+
+    python bench/run_documents.py [--patients 100000] [--documents-per-patient 10]
+                                  [--workers 2] [--duration 15] [--connections 16]
+
+What it does, in order (see bench/README.md for what each figure means):
+
+1. checks that ``wrk`` is on PATH and measures the HTTP floor (``bench/floor_app.py``);
+2. creates a fresh PostgreSQL database (``carnet_bench_docs``) and starts ``carnet serve``;
+3. loads the corpus through the public API: the INSi directory identities (the mock of a
+   national service, seeded directly with ``storage.directory.put_identity``), the FR Core
+   INS Patients (qualified) through ``POST /fhir`` transaction Bundles, one 20 kB PDF
+   through ``POST /fhir/Binary``, then one ITI-65 Bundle of ``--documents-per-patient``
+   DocumentReferences per Patient, all pointing at that Binary; counts the rows,
+   ``VACUUM ANALYZE``, spot-checks the ITI-67 answers;
+4. runs wrk for ITI-67 by patient, ITI-67 by patient + type + date, ITI-65 filing (one new
+   Bundle with its own 20 kB PDF and masterIdentifier per request, pre-generated) and
+   ITI-68 (the raw bytes of the Binaries the ITI-65 run filed); counts the filed documents;
+5. writes the figures, the load times, the machine facts and the exact command at the top
+   of ``bench/RESULTS.md``; stops the server and drops the database, also on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import random
+import shlex
+import signal
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+from core import RESULTS, ROOT, WORK, BenchError, Config
+from core.database import (
+    admin,
+    count_resources,
+    create_database,
+    database_size,
+    drop_database,
+    machine_facts,
+    vacuum_analyze,
+)
+from core.load import post_bundles, post_resources
+from core.report import measure_notes, ratio, verdict, write_results
+from core.server import Server, log_problems, start_carnet, start_floor
+from core.wrk import ConfigResult, Measure, check_wrk, measure, write_floor_paths
+
+ITI65_RATE_TARGET = 400.0  # Bundles/s
+ITI65_P99_TARGET_MS = 100.0
+ITI67_P99_TARGET_MS = 20.0
+PDF_SIZE = 20 * 1024
+# The document types the load cycles through (LOINC, TRE_A03 class), and the ITI-67
+# query on type and date: of each patient's documents j = 0..9 (dated 2015 + j), those of
+# type 11488-4 (j = 0, 3, 6, 9) dated from 2020 on (j = 6, 9) match: 2 of 10.
+DOC_TYPES = [("11488-4", "10"), ("11502-2", "10"), ("18842-5", "11")]
+TYPE_QUERY = ("http://loinc.org|11488-4", "ge2020-01-01")
+PHASES = ("floor", "iti67", "iti67-type", "iti65", "iti68")
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--patients", type=int, default=100_000, help="INS Patients to load")
+    p.add_argument("--documents-per-patient", type=int, default=10,
+                   help="DocumentReferences filed per Patient (one ITI-65 Bundle each)")
+    p.add_argument("--workers", type=int, default=2, help="carnet serve --workers")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="CARNET_DB_POOL_SIZE per worker (default: the server's default)")
+    p.add_argument("--duration", type=int, default=15, help="seconds per measured wrk run")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up before each run")
+    p.add_argument("--connections", type=int, default=16, help="wrk concurrent connections")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--iti65-rate", type=float, default=600.0,
+                   help="ITI-65 Bundles/s the pre-generated bodies must last for (x1.5 margin "
+                        "over warm-up and measured run); a run that sends more is refused")
+    p.add_argument("--bundle-size", type=int, default=500,
+                   help="Patients per load transaction Bundle")
+    p.add_argument("--loaders", type=int, default=4, help="concurrent clients loading Patients")
+    p.add_argument("--document-loaders", type=int, default=6,
+                   help="concurrent clients filing the corpus's ITI-65 Bundles")
+    p.add_argument("--db-name", default="carnet_bench_docs", help="database created and dropped")
+    p.add_argument("--pg-host", default="127.0.0.1")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    p.add_argument("--only", default=",".join(PHASES),
+                   help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument("--profile", action="store_true",
+                   help="record py-spy profiles of the server during each measured run into "
+                        "bench/.work/ (needs py-spy; figures are then not written to RESULTS.md)")
+    p.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
+    p.add_argument("--note", default="", help="free text recorded with the run")
+    args = p.parse_args(argv)
+    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown --only phase(s): {', '.join(sorted(unknown))}")
+    if "iti68" in args.phases and "iti65" not in args.phases:
+        p.error("iti68 reads the Binaries the iti65 run files: keep iti65 in --only")
+    if args.connections < args.threads:
+        p.error("--connections must be >= --threads (wrk needs a connection per thread)")
+    if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
+        p.error("this benchmark only talks to a loopback PostgreSQL")
+    if not args.db_name.startswith("carnet_bench"):
+        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+    args.app_factory = None  # core.server.start_carnet: always `carnet serve` here
+    return args
+
+
+# ----------------------------------------------------------------------------- corpus
+
+FAMILIES = ["MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND",
+            "LEROY", "MOREAU", "SIMON", "LAURENT", "LEFEVRE", "MICHEL", "GARCIA", "DAVID"]
+GIVENS = {"male": ["Jean", "Pierre", "Louis", "Hugo", "Jules", "Gabriel", "Arthur", "Adam"],
+          "female": ["Marie", "Camille", "Chloé", "Léa", "Manon", "Inès", "Jade", "Emma"]}
+# (INSEE department + commune) of birth; the NIR carries the same code.
+BIRTH_PLACES = ["75056", "69123", "13055", "33063", "31555", "59350", "67482", "44109"]
+
+
+def identity(i: int) -> Any:
+    """The i-th INSi identity: a unique NIR (valid key) consistent with sex, birth year and
+    month, and birthplace."""
+    from fhir_profiles.ins import INS_SLICES, nir_key
+    from storage.directory import InsIdentity
+
+    if i >= 999 * 12 * 90:
+        raise BenchError("more patients than this NIR scheme numbers (1,078,920)")
+    serial, month, year = i % 999 + 1, (i // 999) % 12 + 1, 1930 + i // (999 * 12)
+    gender = ("male", "female")[i % 2]
+    place = BIRTH_PLACES[i % len(BIRTH_PLACES)]
+    first13 = f"{1 + i % 2}{year % 100:02d}{month:02d}{place}{serial:03d}"
+    given = GIVENS[gender][(i // 2) % 8]
+    return InsIdentity(INS_SLICES["INS-NIR-TEST"], first13 + nir_key(first13),
+                       FAMILIES[i % len(FAMILIES)], (given,), gender,
+                       f"{year:04d}-{month:02d}-{i % 28 + 1:02d}", place)
+
+
+def ins_patient(i: int, _rng: random.Random) -> dict[str, Any]:
+    from fhir_profiles.ins import InsTraits, patient_with_ins
+
+    who = identity(i)
+    return patient_with_ins(who.system, who.nir, InsTraits(
+        who.birth_family_name, who.given_names[0], who.given_names, who.gender,
+        who.birth_date, who.birth_place))
+
+
+async def seed_insi(db_url: str, n: int, batch: int = 2000, tasks: int = 4) -> None:
+    """The INSi mock's directory, as service/demo.py seed_directories fills it."""
+    from service.identity import name_key
+    from storage import directory
+    from storage.db import Database
+
+    db = Database(db_url, pool_size=tasks)
+    batches = [range(s, min(s + batch, n)) for s in range(0, n, batch)]
+
+    async def worker(k: int) -> None:
+        for chunk in batches[k::tasks]:
+            async with db.write() as conn:
+                for i in chunk:
+                    who = identity(i)
+                    await directory.put_identity(conn, who, name_key(who.birth_family_name))
+
+    try:
+        await asyncio.gather(*(worker(k) for k in range(tasks)))
+    finally:
+        with contextlib.suppress(Exception):
+            await db._writer.dispose()  # the Database has no public close
+
+
+def pdf_bytes(rng: random.Random) -> bytes:
+    """20 kB starting with %PDF, different each call."""
+    head = b"%PDF-1.7\n%"
+    return head + rng.randbytes(PDF_SIZE - len(head))
+
+
+def corpus_bundle(patient_id: str, documents: int, binary_id: str,
+                  content: bytes) -> dict[str, Any]:
+    """One ITI-65 Bundle of ``documents`` DocumentReferences pointing at one stored Binary;
+    document j has type DOC_TYPES[j % 3] and is dated 2015 + j."""
+    from service.documents.samples import document_bundle
+
+    bundle = document_bundle(f"Patient/{patient_id}", content=content, documents=documents,
+                             binary_url=f"Binary/{binary_id}")
+    docs = [e["resource"] for e in bundle["entry"]
+            if e["resource"]["resourceType"] == "DocumentReference"]
+    for j, doc in enumerate(docs):
+        loinc, class_code = DOC_TYPES[j % len(DOC_TYPES)]
+        year = 2015 + j % 11
+        doc["type"]["coding"][0]["code"] = loinc
+        doc["category"][0]["coding"][0]["code"] = class_code
+        doc["category"][0]["coding"][0].pop("display", None)
+        doc["date"] = f"{year}-06-15T10:00:00+01:00"
+        doc["content"][0]["attachment"]["creation"] = doc["date"]
+        doc["context"]["period"]["start"] = f"{year}-06-15T09:30:00+01:00"
+    return bundle
+
+
+def upload_binary(server: Server, content: bytes) -> str:
+    import httpx
+
+    r = httpx.post(server.url + "/fhir/Binary", content=content, timeout=60,
+                   headers={**server.headers, "Content-Type": "application/pdf",
+                            "Accept": "application/fhir+json"})
+    if r.status_code != 201:
+        raise BenchError(f"POST /fhir/Binary answered {r.status_code}: {r.text[:1000]}")
+    return str(r.headers["location"].split("/fhir/Binary/")[1].split("/")[0])
+
+
+def load_corpus(args: argparse.Namespace, server: Server, db_url: str) -> dict[str, Any]:
+    n, per = args.patients, args.documents_per_patient
+    info: dict[str, Any] = {}
+    started = time.perf_counter()
+    print(f"seeding {n:,} INSi directory identities", flush=True)
+    t = time.perf_counter()
+    asyncio.run(seed_insi(db_url, n))
+    info["insi_seconds"] = time.perf_counter() - t
+
+    print(f"loading {n:,} FR Core INS Patients: transaction Bundles of {args.bundle_size}, "
+          f"{args.loaders} concurrent loaders", flush=True)
+    t = time.perf_counter()
+    ids = asyncio.run(post_resources(server.url, server.headers, n, args.bundle_size,
+                                     args.loaders, ins_patient))
+    info["patients_seconds"] = time.perf_counter() - t
+
+    content = pdf_bytes(random.Random(1))
+    binary_id = upload_binary(server, content)
+    info["binary_id"] = binary_id
+    print(f"filing {n * per:,} DocumentReferences: one ITI-65 Bundle of {per} per Patient "
+          f"(all pointing at Binary/{binary_id}), {args.document_loaders} concurrent loaders",
+          flush=True)
+    t = time.perf_counter()
+    asyncio.run(post_bundles(
+        server.url, server.headers, n, args.document_loaders,
+        lambda index, _rng: corpus_bundle(ids[index], per, binary_id, content),
+        unit="documents", size=lambda _index: per, total=n * per))
+    info["documents_seconds"] = time.perf_counter() - t
+
+    docs = count_resources(args, "DocumentReference")
+    patients = count_resources(args, "Patient")
+    if docs != n * per or patients != n:
+        raise BenchError(f"after loading, the database holds {patients:,} Patients and "
+                         f"{docs:,} DocumentReferences; expected {n:,} and {n * per:,}")
+    info["vacuum_seconds"] = vacuum_analyze(args)
+    info["seconds"] = time.perf_counter() - started
+    info["db_size"] = database_size(args)
+    info["documents_rate"] = n * per / info["documents_seconds"]
+    info["patients_rate"] = n / info["patients_seconds"]
+    print(f"  corpus: INSi {info['insi_seconds']:.1f}s, {n:,} Patients in "
+          f"{info['patients_seconds']:.1f}s ({info['patients_rate']:,.0f}/s), {docs:,} "
+          f"documents in {info['documents_seconds']:.1f}s ({info['documents_rate']:,.0f}/s), "
+          f"VACUUM ANALYZE {info['vacuum_seconds']:.1f}s; {info['seconds']:.1f}s in all; "
+          f"database {info['db_size']}", flush=True)
+
+    rng = random.Random(7)
+    shuffled = ids[:]
+    rng.shuffle(shuffled)
+    info["iti67_paths"] = WORK / "iti67_paths.txt"
+    info["iti67_paths"].write_text("".join(
+        f"/fhir/DocumentReference?patient={pid}\n" for pid in shuffled))
+    rng.shuffle(shuffled)
+    system_code, date = TYPE_QUERY
+    info["iti67_type_paths"] = WORK / "iti67_type_paths.txt"
+    info["iti67_type_paths"].write_text("".join(
+        f"/fhir/DocumentReference?patient={pid}&type={quote(system_code, safe='')}"
+        f"&date={date}\n" for pid in shuffled))
+    info["expected_type_matches"] = sum(
+        1 for j in range(per) if j % len(DOC_TYPES) == 0 and 2015 + j % 11 >= 2020)
+    spot_check(args, server, rng.sample(ids, min(30, n)), info["expected_type_matches"])
+    info["patient_ids"] = ids
+    return info
+
+
+def spot_check(args: argparse.Namespace, server: Server, sample: list[str],
+               expected_type: int) -> None:
+    """ITI-67 answers must be right, not only fast."""
+    import httpx
+
+    per = args.documents_per_patient
+    system_code, date = TYPE_QUERY
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"Accept": "application/fhir+json", **server.headers}) as client:
+        for pid in sample:
+            for params, expected in (({"patient": pid}, per),
+                                     ({"patient": pid, "type": system_code, "date": date},
+                                      expected_type)):
+                r = client.get("/fhir/DocumentReference", params=params)
+                body = r.json()
+                found = [e["resource"] for e in body.get("entry", [])
+                         if e.get("search", {}).get("mode", "match") == "match"]
+                if r.status_code != 200 or len(found) != expected or any(
+                        d["subject"]["reference"] != f"Patient/{pid}" for d in found):
+                    raise BenchError(f"ITI-67 {params} answered {r.status_code} with "
+                                     f"{len(found)} documents, expected {expected}: "
+                                     f"{r.text[:500]}")
+    print(f"  spot check: {len(sample)} patients' ITI-67 answers (both queries) are right",
+          flush=True)
+
+
+# ----------------------------------------------------------------------------- ITI-65 bodies
+
+
+def write_iti65_bodies(args: argparse.Namespace, patient_ids: list[str], name: str,
+                       seconds: int, seed: int) -> tuple[str, int]:
+    """Bundles for ``seconds`` at ``--iti65-rate`` x 1.5, one file per wrk thread; returns
+    the file prefix and the Bundles per thread."""
+    import orjson
+
+    from service.documents.samples import document_bundle
+
+    per_thread = math.ceil(args.iti65_rate * seconds * 1.5 / args.threads)
+    prefix = WORK / f"iti65-{name}"
+    rng = random.Random(seed)
+    for thread in range(args.threads):
+        with open(f"{prefix}-{thread}.ndjson", "wb") as out:
+            for _ in range(per_thread):
+                bundle = document_bundle(f"Patient/{rng.choice(patient_ids)}",
+                                         content=pdf_bytes(rng),
+                                         title="Compte rendu (benchmark ITI-65)")
+                out.write(orjson.dumps(bundle) + b"\n")
+    return str(prefix), per_thread
+
+
+def remove_iti65_bodies() -> None:
+    for path in WORK.glob("iti65-*.ndjson"):
+        path.unlink()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def measure_all(args: argparse.Namespace, server: Server, info: dict[str, Any],
+                result: ConfigResult) -> None:
+    phases = args.phases
+    print(f"measuring: wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
+          f"(warm-up {args.warmup}s)", flush=True)
+    if "iti67" in phases:
+        result.measures["iti67"] = measure(
+            args, server, "iti67", "get_cycle.lua",
+            [str(info["iti67_paths"]), str(args.threads)], "GET /fhir/DocumentReference?patient=")
+    if "iti67-type" in phases:
+        result.measures["iti67-type"] = measure(
+            args, server, "iti67-type", "get_cycle.lua",
+            [str(info["iti67_type_paths"]), str(args.threads)],
+            "GET /fhir/DocumentReference?patient=&type=&date=ge")
+    if "iti65" in phases:
+        t = time.perf_counter()
+        warm_prefix, _ = write_iti65_bodies(args, info["patient_ids"], "warmup",
+                                            max(args.warmup, 1), seed=11)
+        prefix, per_thread = write_iti65_bodies(args, info["patient_ids"], "run",
+                                                args.duration, seed=12)
+        print(f"  wrote {per_thread * args.threads:,} unique ITI-65 Bundles for the run (plus "
+              f"warm-up) in {time.perf_counter() - t:.1f}s", flush=True)
+        docs_before = count_resources(args, "DocumentReference")
+        binaries_before = set(binary_ids(args))
+        m = measure(args, server, "iti65", "iti65.lua", [prefix],
+                    "POST /fhir ITI-65, one 20 kB PDF each", warmup_script_args=[warm_prefix])
+        filed = count_resources(args, "DocumentReference") - docs_before
+        sent = m.requests + m.extra.get("warmup_requests", 0)
+        m.extra.update(stored=filed, sent=sent, bodies=per_thread * args.threads)
+        print(f"    {filed:,} DocumentReferences filed by the ITI-65 runs (wrk counted {sent:,} "
+              "answers, warm-up included)", flush=True)
+        if m.requests > per_thread * args.threads:
+            raise BenchError(f"the ITI-65 run sent {m.requests:,} Bundles but only "
+                             f"{per_thread * args.threads:,} were generated: some were re-sent; "
+                             "raise --iti65-rate")
+        if filed < sent - m.error_count:
+            raise BenchError(f"wrk counted {sent:,} ITI-65 answers but only {filed:,} "
+                             "documents were filed")
+        result.measures["iti65"] = m
+        remove_iti65_bodies()
+        new_binaries = [b for b in binary_ids(args) if b not in binaries_before]
+        random.Random(5).shuffle(new_binaries)
+        info["iti68_paths"] = WORK / "iti68_paths.txt"
+        info["iti68_paths"].write_text("".join(f"/fhir/Binary/{b}\n" for b in new_binaries))
+        info["iti68_count"] = len(new_binaries)
+        check_binaries(server, new_binaries[:20])
+    if "iti68" in phases:
+        result.measures["iti68"] = measure(
+            args, server, "iti68", "get_cycle.lua",
+            [str(info["iti68_paths"]), str(args.threads), "application/pdf"],
+            "GET /fhir/Binary/<id>, raw bytes")
+    result.server_log_errors = log_problems(server)
+
+
+def binary_ids(args: argparse.Namespace) -> list[str]:
+    rows = admin(args, database=args.db_name, fetch=(
+        "SELECT resource_id FROM resource WHERE resource_type = 'Binary' AND NOT deleted"))
+    return [str(r["resource_id"]) for r in rows]
+
+
+def check_binaries(server: Server, ids: list[str]) -> None:
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"Accept": "application/pdf", **server.headers}) as client:
+        for bid in ids:
+            r = client.get(f"/fhir/Binary/{bid}")
+            if r.status_code != 200 or len(r.content) != PDF_SIZE or \
+                    not r.content.startswith(b"%PDF"):
+                raise BenchError(f"ITI-68 Binary/{bid} answered {r.status_code}, "
+                                 f"{len(r.content)} bytes")
+
+
+def run(args: argparse.Namespace) -> tuple[ConfigResult, dict[str, Any]]:
+    WORK.mkdir(exist_ok=True)
+    config = Config(args.workers, args.pool_size)
+    result = ConfigResult(config)
+    if "floor" in args.phases:
+        print(f"HTTP floor: bench/floor_app.py under uvicorn --workers {args.workers}",
+              flush=True)
+        floor = start_floor(args.workers)
+        try:
+            result.floor = measure(args, floor, "floor", "get_cycle.lua",
+                                   [str(write_floor_paths()), str(args.threads)],
+                                   "GET /floor, fixed bytes")
+        finally:
+            floor.stop()
+    db_url = create_database(args)
+    print(f"starting carnet serve ({config.label()}) on database {args.db_name}", flush=True)
+    server = start_carnet(args, config, db_url)
+    try:
+        info = load_corpus(args, server, db_url)
+        args.load_info = info
+        measure_all(args, server, info, result)
+    finally:
+        server.stop()
+    return result, info
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any]) -> str:
+    docs = args.patients * args.documents_per_patient
+    rows = ["| Figure | Target | Measured | p50 | p99 | max | Ratio to floor | Errors | Result |",
+            "|---|---|---|---|---|---|---|---|---|"]
+
+    def row(figure: str, target: str, m: Measure, result: str, unit: str = "req/s") -> None:
+        rows.append(f"| {figure} | {target} | {m.rate:,.0f} {unit} | {m.p('p50'):.2f} ms | "
+                    f"{m.p('p99'):.2f} ms | {m.p('max'):.1f} ms | {ratio(m, r.floor)} | "
+                    f"{m.error_text()} | {result} |")
+
+    if r.floor:
+        row("HTTP floor: `GET /floor` (fixed bytes, bench/floor_app.py)", "-", r.floor,
+            "reference" if not r.floor.error_count else "**FAIL** (errors)")
+    if m := r.measures.get("iti65"):
+        row("ITI-65 filing: `POST /fhir` Provide Document Bundle, one new 20 kB PDF (inline "
+            "Binary) and masterIdentifier each", f">= {ITI65_RATE_TARGET:,.0f}/s, p99 < "
+            f"{ITI65_P99_TARGET_MS:.0f} ms", m,
+            verdict(m.rate >= ITI65_RATE_TARGET and m.p("p99") < ITI65_P99_TARGET_MS, m),
+            "Bundles/s")
+    if m := r.measures.get("iti67"):
+        row(f"ITI-67 by patient: `GET /fhir/DocumentReference?patient=<id>` ({docs:,} documents,"
+            f" {args.documents_per_patient} per patient)", f"p99 < {ITI67_P99_TARGET_MS:.0f} ms",
+            m, verdict(m.p("p99") < ITI67_P99_TARGET_MS, m))
+    if m := r.measures.get("iti67-type"):
+        row(f"(info) ITI-67 `patient` + `type=http://loinc.org\\|11488-4` + `date={TYPE_QUERY[1]}`"
+            f" ({info.get('expected_type_matches', '?')} of "
+            f"{args.documents_per_patient} match)", "-", m,
+            "**FAIL** (errors)" if m.error_count else "info")
+    if m := r.measures.get("iti68"):
+        row(f"(info) ITI-68: `GET /fhir/Binary/<id>` raw 20 kB PDF (over the "
+            f"{info.get('iti68_count', 0):,} Binaries the ITI-65 runs filed)", "-", m,
+            "**FAIL** (errors)" if m.error_count else "info")
+    return "\n".join(rows)
+
+
+def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk_version: str,
+            started: dt.datetime, total_seconds: float) -> str:
+    command = shlex.join(["python", "bench/run_documents.py", *sys.argv[1:]])
+    effective = (f"--patients {args.patients} --documents-per-patient "
+                 f"{args.documents_per_patient} --workers {args.workers} --duration "
+                 f"{args.duration} --warmup {args.warmup} --connections {args.connections} "
+                 f"--threads {args.threads} --iti65-rate {args.iti65_rate:g} --bundle-size "
+                 f"{args.bundle_size} --loaders {args.loaders} --document-loaders "
+                 f"{args.document_loaders}")
+    lines = [f"## {started:%Y-%m-%d %H:%M} UTC: documents (ITI-65, ITI-67, ITI-68), "
+             f"{r.config.label()}", "", f"Command: `{command}`", "",
+             f"Effective settings: `{effective}`", ""]
+    if args.note:
+        lines += [f"Note: {args.note}", ""]
+    lines += [f"- {k}: {v}" for k, v in machine_facts(args, wrk_version)]
+    n, docs = args.patients, args.patients * args.documents_per_patient
+    lines.append(
+        f"- Load, through the public API: {n:,} INSi directory identities (seeded directly, "
+        f"{info['insi_seconds']:.1f}s); {n:,} qualified FR Core INS Patients through `POST "
+        f"/fhir` transaction Bundles of {args.bundle_size} from {args.loaders} clients in "
+        f"{info['patients_seconds']:.1f}s ({info['patients_rate']:,.0f}/s); {docs:,} "
+        f"DocumentReferences as {n:,} ITI-65 Bundles of {args.documents_per_patient} (plus "
+        f"their SubmissionSet), all pointing at one 20 kB Binary, from "
+        f"{args.document_loaders} clients in {info['documents_seconds']:.1f}s "
+        f"(**{info['documents_rate']:,.0f} documents/s**); `VACUUM ANALYZE` "
+        f"{info['vacuum_seconds']:.1f}s; {info['seconds'] / 60:.1f} min in all; database "
+        f"size {info['db_size']}")
+    lines.append(f"- Whole run (floor, load, measures): {total_seconds / 60:.1f} min")
+    lines += ["", table(args, r, info), ""]
+    notes = []
+    if m := r.measures.get("iti65"):
+        notes.append(f"ITI-65 runs filed {m.extra['stored']:,} DocumentReferences (counted in "
+                     f"the database; wrk counted {m.extra['sent']:,} answers, warm-up "
+                     f"included); {m.extra['bodies']:,} unique Bundles were generated for the "
+                     "measured run, none re-sent")
+    notes += measure_notes(r)
+    lines += [f"- {x}" for x in notes] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        wrk_version = check_wrk()
+        result, info = run(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        with contextlib.suppress(Exception):
+            remove_iti65_bodies()
+        with contextlib.suppress(Exception):
+            drop_database(args)
+            print(f"dropped database {args.db_name}", file=sys.stderr)
+    text = section(args, result, info, wrk_version, started, time.perf_counter() - t0)
+    print("\n" + text)
+    if args.profile:
+        print(f"profiles (py-spy raw/collapsed stacks) are in {WORK}; "
+              "RESULTS.md left alone (profiling slows the server)")
+    elif not args.no_results:
+        write_results(text)
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    failed = any(m.error_count for m in result.measures.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
