@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, UniqueConstraint, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
@@ -89,12 +99,24 @@ async def put_binary_content(conn: AsyncConnection, content: BinaryContent) -> N
         sha1=content.sha1, content_type=content.content_type))
 
 
+_BINARY_COLUMNS = (BINARY_CONTENT.c.binary_id, BINARY_CONTENT.c.blob_key, BINARY_CONTENT.c.size,
+                   BINARY_CONTENT.c.sha1, BINARY_CONTENT.c.content_type)
+
+
 async def binary_content(conn: AsyncConnection, binary_id: str) -> BinaryContent | None:
-    row = (await conn.execute(select(
-        BINARY_CONTENT.c.binary_id, BINARY_CONTENT.c.blob_key, BINARY_CONTENT.c.size,
-        BINARY_CONTENT.c.sha1, BINARY_CONTENT.c.content_type,
-    ).where(BINARY_CONTENT.c.binary_id == binary_id))).first()
+    row = (await conn.execute(select(*_BINARY_COLUMNS)
+                              .where(BINARY_CONTENT.c.binary_id == binary_id))).first()
     return BinaryContent(*row) if row else None
+
+
+async def binary_contents(conn: AsyncConnection,
+                          binary_ids: list[str]) -> dict[str, BinaryContent]:
+    """Several at once (one round trip), by id."""
+    if not binary_ids:
+        return {}
+    rows = (await conn.execute(select(*_BINARY_COLUMNS)
+                               .where(BINARY_CONTENT.c.binary_id.in_(binary_ids)))).all()
+    return {row[0]: BinaryContent(*row) for row in rows}
 
 
 async def blob_is_referenced(conn: AsyncConnection, blob_key: str) -> bool:
@@ -109,12 +131,31 @@ _REGISTRY_COLUMNS = (DOCUMENT_REGISTRY.c.master_system, DOCUMENT_REGISTRY.c.mast
                      DOCUMENT_REGISTRY.c.submission_pk)
 
 
-async def filed_document(conn: AsyncConnection, master_system: str,
-                         master_value: str) -> FiledDocument | None:
-    row = (await conn.execute(select(*_REGISTRY_COLUMNS).where(
-        DOCUMENT_REGISTRY.c.master_system == master_system,
-        DOCUMENT_REGISTRY.c.master_value == master_value))).first()
-    return FiledDocument(*row) if row else None
+_PG_LOCK_KEYS = text("""
+SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0)))
+FROM (SELECT name FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS t(name, n)
+      ORDER BY n) AS ordered
+""")
+
+
+async def lock_and_find_filed(conn: AsyncConnection,
+                              keys: list[tuple[str, str]]) -> list[FiledDocument]:
+    """Lock these masterIdentifiers for the transaction, then what was filed under them.
+
+    The locks (PostgreSQL advisory locks, taken in sorted order so that two
+    filings never wait on each other crosswise) make a concurrent re-send wait
+    and then find the first filing. SQLite serialises writers anyway.
+    """
+    if not keys:
+        return []
+    ordered = sorted(set(keys))
+    if conn.dialect.name == "postgresql":
+        names = [f"masterIdentifier|{system}|{value}" for system, value in ordered]
+        await conn.execute(_PG_LOCK_KEYS, {"names": names})
+    rows = (await conn.execute(select(*_REGISTRY_COLUMNS).where(
+        tuple_(DOCUMENT_REGISTRY.c.master_system, DOCUMENT_REGISTRY.c.master_value)
+        .in_(ordered)))).all()
+    return [FiledDocument(*row) for row in rows]
 
 
 async def filed_document_by_id(conn: AsyncConnection, document_id: str) -> FiledDocument | None:
@@ -123,23 +164,20 @@ async def filed_document_by_id(conn: AsyncConnection, document_id: str) -> Filed
     return FiledDocument(*row) if row else None
 
 
-async def register_document(conn: AsyncConnection, document: FiledDocument) -> None:
-    await conn.execute(DOCUMENT_REGISTRY.insert().values(
-        master_system=document.master_system, master_value=document.master_value,
-        document_id=document.document_id, patient_id=document.patient_id,
-        filed_by=document.filed_by, content_sha1=document.content_sha1,
-        submission_pk=document.submission_pk))
+async def register_documents(conn: AsyncConnection, documents: list[FiledDocument]) -> None:
+    if documents:
+        await conn.execute(DOCUMENT_REGISTRY.insert(), [
+            {"master_system": d.master_system, "master_value": d.master_value,
+             "document_id": d.document_id, "patient_id": d.patient_id,
+             "filed_by": d.filed_by, "content_sha1": d.content_sha1,
+             "submission_pk": d.submission_pk} for d in documents])
 
 
-async def new_submission(conn: AsyncConnection) -> int:
-    pk: int = (await conn.execute(SUBMISSIONS.insert().values(response=None)
+async def save_submission(conn: AsyncConnection, response: bytes) -> int:
+    """Keep an ITI-65 submission's response (to answer a re-send); its key."""
+    pk: int = (await conn.execute(SUBMISSIONS.insert().values(response=response)
                                   .returning(SUBMISSIONS.c.pk))).scalar_one()
     return pk
-
-
-async def save_submission_response(conn: AsyncConnection, pk: int, response: bytes) -> None:
-    await conn.execute(SUBMISSIONS.update().where(SUBMISSIONS.c.pk == pk)
-                       .values(response=response))
 
 
 async def submission_response(conn: AsyncConnection, pk: int) -> bytes | None:

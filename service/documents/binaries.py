@@ -53,13 +53,17 @@ async def store_stream(blobs: BlobStore, chunks: AsyncIterable[bytes], max_bytes
                               "(CARNET_MAX_BINARY_BYTES)") from exc
 
 
+def content_of(binary_id: str, blob: BlobInfo, resource: dict[str, Any]) -> BinaryContent:
+    """Where a Binary's bytes are, as ``binary_content`` records it."""
+    return BinaryContent(binary_id, blob.key, blob.size, sha1_base64(blob.sha1),
+                         str(resource.get("contentType", "application/octet-stream")))
+
+
 async def create_binary(conn: AsyncConnection, resource: dict[str, Any], blob: BlobInfo, *,
                         resource_id: str | None = None) -> interactions.Written:
     """Store a Binary resource (without data) and where its bytes are."""
     written = await interactions.create(conn, resource, resource_id=resource_id)
-    await registry.put_binary_content(conn, BinaryContent(
-        written.resource_id, blob.key, blob.size, sha1_base64(blob.sha1),
-        str(resource.get("contentType", "application/octet-stream"))))
+    await registry.put_binary_content(conn, content_of(written.resource_id, blob, resource))
     return written
 
 

@@ -14,7 +14,7 @@ written (``fhir_profiles.pdsm``). Here, inside the write transaction:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -29,7 +29,7 @@ from service.fhir import interactions
 from service.identity import check_patient_identity
 from storage import documents as registry
 from storage import resources as repo
-from storage.documents import FiledDocument
+from storage.documents import BinaryContent, FiledDocument
 
 REPLACES = "replaces"
 
@@ -100,16 +100,11 @@ async def find_resent(conn: AsyncConnection, documents: list[dict[str, Any]]) ->
     Locks each masterIdentifier first, so that concurrent re-sends queue and the
     second one finds what the first filed.
     """
-    keys = sorted({master_identifier(d) for d in documents})
-    if len(keys) != len(documents):
+    keys = [master_identifier(d) for d in documents]
+    if len(set(keys)) != len(keys):
         raise BadRequest("[iti65-duplicate] two DocumentReferences of the Bundle share a "
                          "masterIdentifier", expression="DocumentReference.masterIdentifier")
-    filed: list[FiledDocument] = []
-    for system, value in keys:
-        await repo.lock_key(conn, f"masterIdentifier|{system}|{value}")
-        found = await registry.filed_document(conn, system, value)
-        if found is not None:
-            filed.append(found)
+    filed = await registry.lock_and_find_filed(conn, keys)
     if not filed:
         return None
     by_key = {(f.master_system, f.master_value): f for f in filed}
@@ -163,14 +158,14 @@ def _same_media(a: str, b: str) -> bool:
     return a.split(";")[0].strip().lower() == b.split(";")[0].strip().lower()
 
 
-async def _attachment_issues(conn: AsyncConnection, document: dict[str, Any],
-                             base: str) -> list[Issue]:
+def _attachment_issues(document: dict[str, Any], base: str,
+                       binaries: dict[str, BinaryContent]) -> list[Issue]:
     issues: list[Issue] = []
     for i, item in enumerate(document.get("content") or []):
         attachment = item.get("attachment") or {}
         path = f"DocumentReference.content[{i}].attachment"
         binary_id = _binary_id(attachment.get("url"), base)
-        stored = await registry.binary_content(conn, binary_id) if binary_id else None
+        stored = binaries.get(binary_id) if binary_id else None
         if stored is None:
             issues.append(Issue(f"{path}.url: {attachment.get('url')!r} names no Binary of this "
                                 "Bundle or of this server", "not-found",
@@ -239,32 +234,67 @@ async def _supersede(conn: AsyncConnection, index: int, target: Any, patient_id:
                               actor=None)
 
 
-async def complete_filing(conn: AsyncConnection, document: dict[str, Any], *, base: str,
-                          filed_by: Principal, submission_pk: int | None,
-                          changed_here: set[str] | None = None) -> None:
-    """Checks and bookkeeping for a DocumentReference just stored in this transaction.
+class Filing:
+    """The documents one database transaction files: checks, then one registration.
 
-    ``changed_here``: the resources the same transaction updated or patched.
+    What the transaction already knows (the Binaries it stored, each subject once
+    checked) is not asked of the database again.
     """
-    if document.get("status") != "current":
-        raise Unprocessable(f"[document-status] a new document is filed as current, not "
-                            f"{document.get('status')}", expression="DocumentReference.status")
-    issues = await _attachment_issues(conn, document, base)
-    if issues:
-        raise Unprocessable(issues[0].diagnostics, issues=issues)
-    patient_id = await qualified_patient(conn, document.get("subject"),
-                                         "DocumentReference.subject")
-    for i, relation in enumerate(document.get("relatesTo") or []):
-        if relation.get("code") == REPLACES:
-            await _supersede(conn, i, relation.get("target"), patient_id, changed_here or set())
-    system, value = master_identifier(document)
-    await registry.register_document(conn, FiledDocument(
-        system, value, document["id"], patient_id, filed_by.subject,
-        content_fingerprint(document), submission_pk))
+
+    def __init__(self, conn: AsyncConnection, *, base: str, filed_by: Principal,
+                 binaries: list[BinaryContent] | None = None,
+                 changed_here: set[str] | None = None) -> None:
+        self.conn = conn
+        self.base = base
+        self.filed_by = filed_by
+        self.binaries = {b.binary_id: b for b in binaries or []}
+        self.changed_here = changed_here or set()
+        self.patients: dict[str, str] = {}
+        self.filed: list[FiledDocument] = []
+
+    async def check(self, document: dict[str, Any]) -> None:
+        """Every rule for a DocumentReference just stored; supersedes what it replaces."""
+        if document.get("status") != "current":
+            raise Unprocessable(f"[document-status] a new document is filed as current, not "
+                                f"{document.get('status')}",
+                                expression="DocumentReference.status")
+        await self._load_binaries(document)
+        issues = _attachment_issues(document, self.base, self.binaries)
+        if issues:
+            raise Unprocessable(issues[0].diagnostics, issues=issues)
+        patient_id = await self._patient(document.get("subject"))
+        for i, relation in enumerate(document.get("relatesTo") or []):
+            if relation.get("code") == REPLACES:
+                await _supersede(self.conn, i, relation.get("target"), patient_id,
+                                 self.changed_here)
+        system, value = master_identifier(document)
+        self.filed.append(FiledDocument(system, value, document["id"], patient_id,
+                                        self.filed_by.subject, content_fingerprint(document),
+                                        None))
+
+    async def register(self, submission_response: bytes | None = None) -> None:
+        """Record what was filed (and the submission's response, to answer a re-send)."""
+        pk = (await registry.save_submission(self.conn, submission_response)
+              if submission_response is not None else None)
+        await registry.register_documents(self.conn, [
+            replace(filed, submission_pk=pk) for filed in self.filed])
+
+    async def _load_binaries(self, document: dict[str, Any]) -> None:
+        wanted = [binary_id for item in document.get("content") or []
+                  if (binary_id := _binary_id((item.get("attachment") or {}).get("url"),
+                                              self.base)) and binary_id not in self.binaries]
+        self.binaries.update(await registry.binary_contents(self.conn, wanted))
+
+    async def _patient(self, subject: Any) -> str:
+        key = orjson.dumps(subject).decode()
+        if key not in self.patients:
+            self.patients[key] = await qualified_patient(self.conn, subject,
+                                                         "DocumentReference.subject")
+        return self.patients[key]
 
 
-async def complete_submission(conn: AsyncConnection, submission_set: dict[str, Any],
-                              documents: list[dict[str, Any]]) -> None:
+def check_submission_lists(submission_set: dict[str, Any],
+                           documents: list[dict[str, Any]]) -> None:
     """The SubmissionSet is about the documents' patient and lists every one of them."""
     subject = submission_set.get("subject", {}).get("reference")
     items = {(e.get("item") or {}).get("reference") for e in submission_set.get("entry") or []}
@@ -289,6 +319,7 @@ async def file_document(conn: AsyncConnection, document: dict[str, Any], *, base
         return interactions.Written("DocumentReference", document_id, version_id, last_updated,
                                     content, created=False)
     written = await interactions.create(conn, document)
-    await complete_filing(conn, orjson.loads(written.content), base=base, filed_by=filed_by,
-                          submission_pk=None)
+    filing = Filing(conn, base=base, filed_by=filed_by)
+    await filing.check(orjson.loads(written.content))
+    await filing.register()
     return written

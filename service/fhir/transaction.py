@@ -35,7 +35,6 @@ from service.fhir.history import history
 from service.fhir.http import etag, fhir_instant, parse_if_match, parse_version
 from service.fhir.patch import Patch, patch_from_entry
 from service.fhir.search import SearchRequest, search
-from storage import documents as registry
 from storage.blobs import BlobInfo, BlobStore
 from storage.db import Database
 from storage.errors import StorageError
@@ -265,29 +264,28 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
             if current.resource is not None:
                 current.resource = await _resolve_references(conn, current.resource, targets,
                                                               context.principal)
-        submission_pk = await registry.new_submission(conn) if submission else None
         for current in sorted(entries, key=lambda e: _ORDER[e.method]):
             outcomes[current.index] = await _execute(conn, current, context)
-        changed_here = {f"{e.resource_type}/{e.resource_id}" for e in entries
-                        if e.method in ("PUT", "PATCH")}
+        filed = filing.Filing(
+            conn, base=context.base, filed_by=context.principal,
+            binaries=[binaries.content_of(e.resource_id, e.blob, e.resource) for e in entries
+                      if e.blob is not None and e.resource_id and e.resource is not None],
+            changed_here={f"{e.resource_type}/{e.resource_id}" for e in entries
+                          if e.method in ("PUT", "PATCH")})
         for current in documents:
-            await filing.complete_filing(conn, _stored(current), base=context.base,
-                                         filed_by=context.principal, submission_pk=submission_pk,
-                                         changed_here=changed_here)
+            await filed.check(_stored(current))
         current = None
         if submission:
-            submission_set = next(e for e in entries if filing.is_submission_set(e.resource))
-            current = submission_set
-            await filing.complete_submission(conn, _stored(submission_set),
-                                             [_stored(e) for e in documents])
+            current = next(e for e in entries if filing.is_submission_set(e.resource))
+            filing.check_submission_lists(_stored(current), [_stored(e) for e in documents])
     except StorageError as exc:
         raise _located(from_storage_error(exc), current.index if current else None) from exc
     except FhirError as exc:
         raise _located(exc, current.index if current else None) from exc
     answers = [outcomes[e.index] for e in entries]
-    if submission_pk is not None:  # kept to answer a re-send of the same submission
-        await registry.save_submission_response(conn, submission_pk, bundle(
-            "transaction-response", [o.as_entry(False) for o in answers]))
+    if documents:  # the response is kept to answer a re-send of the same submission
+        await filed.register(bundle("transaction-response",
+                                    [o.as_entry(False) for o in answers]) if submission else None)
     return bundle("transaction-response",
                   [o.as_entry(context.return_representation) for o in answers])
 

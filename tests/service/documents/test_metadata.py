@@ -143,7 +143,8 @@ async def test_if_match_guards_a_patch(client: httpx.AsyncClient,
 
 
 @pytest.mark.parametrize(("body", "headers", "status"), [
-    (b"[]", {"Content-Type": "application/fhir+json"}, 415),
+    (b"[]", {"Content-Type": "text/plain"}, 415),
+    (b"[]", {"Content-Type": "application/fhir+json"}, 400),
     (b"{not json", PATCH, 400),
     (b'{"op": "replace"}', PATCH, 400),
     (b'[{"op": "jump", "path": "/status"}]', PATCH, 400),

@@ -203,10 +203,10 @@ async def test_base_accepts_only_transaction_and_batch_bundles(client: httpx.Asy
 
 
 async def test_unsupported_entry_method_is_refused(client: httpx.AsyncClient) -> None:
-    bundle = transaction({"request": {"method": "PATCH", "url": "Patient/1"}})
+    bundle = transaction({"request": {"method": "HEAD", "url": "Patient/1"}})
     response = await send(client, bundle)
     assert response.status_code == 405
-    assert "PATCH" in response.json()["issue"][0]["diagnostics"]
+    assert "HEAD" in response.json()["issue"][0]["diagnostics"]
 
 
 async def test_batch_reports_each_entry_on_its_own(client: httpx.AsyncClient) -> None:
