@@ -60,7 +60,12 @@ class Database:
             self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0,
                                           pool_timeout=60)
         elif self.dialect == "postgresql":
-            self._writer = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+            # Plan every statement for its values: the search SQL is one prepared statement
+            # per query shape, and a generic plan for, say, patient + type picks the type
+            # index (tens of thousands of rows) over the patient's ten documents.
+            self._writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size,
+                connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
             # Reads need no BEGIN/COMMIT round trips: one statement, autocommit.
             self._reader = self._writer.execution_options(isolation_level="AUTOCOMMIT")
         else:
