@@ -179,20 +179,24 @@ class LocalBlobStore(ReadChecks):
         self, key: str, offset: int, length: int | None, chunk_size: int
     ) -> AsyncGenerator[bytes, None]:
         path = self.path_of(key)
-        try:
-            source = await anyio.to_thread.run_sync(self._open_at, path, offset)
+        first = chunk_size if length is None else min(chunk_size, length)
+        try:  # opening and the first chunk in one thread hop: a small document needs no other
+            source, data = await anyio.to_thread.run_sync(self._open_and_read, path, offset,
+                                                          first)
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {key}") from None
         try:
             remaining = length
             while remaining is None or remaining > 0:
                 want = chunk_size if remaining is None else min(chunk_size, remaining)
-                data = await anyio.to_thread.run_sync(self._read_chunk, source, path, want)
+                if data is None:
+                    data = await anyio.to_thread.run_sync(self._read_chunk, source, path, want)
                 if not data:
                     return
                 if remaining is not None:
                     remaining -= len(data)
                 yield data
+                data = None
         finally:
             source.close()  # read-only file: closing does not touch the disk
 
@@ -206,6 +210,15 @@ class LocalBlobStore(ReadChecks):
                 source.close()
                 raise
             return source
+
+    @classmethod
+    def _open_and_read(cls, path: Path, offset: int, size: int) -> tuple[BinaryIO, bytes | None]:
+        source = cls._open_at(path, offset)
+        try:
+            return source, cls._read_chunk(source, path, size) if size else None
+        except BaseException:
+            source.close()
+            raise
 
     @staticmethod
     def _read_chunk(source: BinaryIO, path: Path, size: int) -> bytes:
