@@ -293,15 +293,17 @@ class Filing:
         return self.patients[key]
 
 
-def check_submission_lists(submission_set: dict[str, Any],
-                           documents: list[dict[str, Any]]) -> None:
-    """The SubmissionSet is about the documents' patient and lists every one of them."""
+def check_submission_lists(submission_set: dict[str, Any], documents: list[dict[str, Any]],
+                           folders: list[dict[str, Any]]) -> None:
+    """The SubmissionSet is about the documents' (and folders') patient and lists every
+    document."""
     subject = submission_set.get("subject", {}).get("reference")
     items = {(e.get("item") or {}).get("reference") for e in submission_set.get("entry") or []}
+    for member in (*documents, *folders):
+        if member.get("subject", {}).get("reference") != subject:
+            raise Unprocessable("[iti65-subject] the SubmissionSet, its documents and folders "
+                                "must have the same subject", expression="List.subject")
     for document in documents:
-        if document.get("subject", {}).get("reference") != subject:
-            raise Unprocessable("[iti65-subject] the SubmissionSet and its documents must have "
-                                "the same subject", expression="List.subject")
         if f"DocumentReference/{document['id']}" not in items:
             raise Unprocessable(f"[iti65-entries] the SubmissionSet does not list "
                                 f"DocumentReference/{document['id']} of this Bundle",

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from auth.policy import Interaction
 from auth.principal import Principal
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
+from fhir_profiles.pdsm import FOLDER, list_kind
 from service.access import authorize
 from service.documents import binaries, filing
 from service.errors import (
@@ -277,7 +278,10 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
         current = None
         if submission:
             current = next(e for e in entries if filing.is_submission_set(e.resource))
-            filing.check_submission_lists(_stored(current), [_stored(e) for e in documents])
+            filing.check_submission_lists(
+                _stored(current), [_stored(e) for e in documents],
+                [_stored(e) for e in entries if e.method == "POST" and e.resource is not None
+                 and e.resource_type == "List" and list_kind(e.resource) == FOLDER])
     except StorageError as exc:
         raise _located(from_storage_error(exc), current.index if current else None) from exc
     except FhirError as exc:

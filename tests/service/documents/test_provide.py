@@ -206,12 +206,15 @@ async def test_a_qualified_patient_in_the_same_bundle_is_checked_by_insi_and_fil
 
 
 @pytest.mark.parametrize("shape", ["no-submission-set", "two-submission-sets",
-                                   "document-not-listed", "other-subject"])
+                                   "document-not-listed", "other-subject",
+                                   "folder-of-another-patient"])
 async def test_the_submission_set_must_frame_the_documents(
         client: httpx.AsyncClient, patient_id: str, other_patient_id: str, shape: str) -> None:
-    bundle = document_bundle(f"Patient/{patient_id}")
+    bundle = document_bundle(f"Patient/{patient_id}", folder=True)
     submission = bundle["entry"][0]
-    if shape == "no-submission-set":
+    if shape == "folder-of-another-patient":
+        bundle["entry"][1]["resource"]["subject"] = {"reference": f"Patient/{other_patient_id}"}
+    elif shape == "no-submission-set":
         bundle["entry"] = bundle["entry"][1:]
     elif shape == "two-submission-sets":
         twin = copy.deepcopy(submission)
