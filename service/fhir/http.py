@@ -71,12 +71,17 @@ async def read_json_resource(request: Request, max_bytes: int) -> dict[str, Any]
     body = await read_body(request, max_bytes)
     if not body.strip():
         raise BadRequest("the request body is empty; a FHIR resource was expected")
+    return json_object(body, "the body must be a JSON object holding a FHIR resource")
+
+
+def json_object(body: bytes, not_an_object: str) -> dict[str, Any]:
+    """A JSON object from bytes: 400 for bad JSON, 400 with ``not_an_object`` for another value."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object holding a FHIR resource")
+        raise BadRequest(not_an_object)
     return data
 
 

@@ -25,6 +25,7 @@ import orjson
 from jsonpointer import JsonPointerException
 
 from service.errors import BadRequest, Conflict, Unprocessable, UnsupportedMediaType
+from service.fhir.http import json_object
 
 JSON_PATCH = "application/json-patch+json"
 Patch = Callable[[dict[str, Any]], dict[str, Any]]
@@ -167,13 +168,8 @@ def patch_from_request(media_type: str, body: bytes, resource_type: str) -> Patc
     if media_type == JSON_PATCH:
         return json_patch(body)
     if media_type in ("application/fhir+json", "application/json"):
-        try:
-            parameters = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(parameters, dict):
-            raise BadRequest("a FHIRPath Patch is a Parameters resource")
-        return fhirpath_patch(parameters, resource_type)
+        return fhirpath_patch(json_object(body, "a FHIRPath Patch is a Parameters resource"),
+                              resource_type)
     raise UnsupportedMediaType("PATCH takes a JSON Patch (application/json-patch+json) or a "
                                "FHIRPath Patch (a Parameters, application/fhir+json)")
 

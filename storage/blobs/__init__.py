@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from storage.errors import BlobTooLarge
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -31,6 +33,7 @@ __all__ = [
     "ReadChecks",
     "check_blob_key",
     "is_blob_key",
+    "limited",
     "open_blob_store",
 ]
 
@@ -162,6 +165,19 @@ def check_range(offset: int, length: int | None) -> None:
         raise ValueError(f"negative blob offset: {offset}")
     if length is not None and length < 0:
         raise ValueError(f"negative blob length: {length}")
+
+
+async def limited(chunks: AsyncIterable[bytes], max_bytes: int | None) -> AsyncIterator[bytes]:
+    """The non-empty chunks of an upload; ``BlobTooLarge`` as soon as they pass ``max_bytes``."""
+    total = 0
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise BlobTooLarge(f"content larger than the limit of {max_bytes} bytes",
+                               limit=max_bytes)
+        yield chunk
 
 
 class ContentHasher:

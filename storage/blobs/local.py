@@ -30,8 +30,9 @@ from storage.blobs import (
     check_blob_key,
     is_blob_key,
     iter_chunks,
+    limited,
 )
-from storage.errors import BlobNotFound, BlobStoreUnavailable, BlobTooLarge
+from storage.errors import BlobNotFound, BlobStoreUnavailable
 
 __all__ = ["LocalBlobStore"]
 
@@ -106,15 +107,7 @@ class LocalBlobStore(ReadChecks):
         try:
             pending: list[bytes] = []
             pending_size = 0
-            total = 0
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                total += len(chunk)
-                if max_bytes is not None and total > max_bytes:
-                    raise BlobTooLarge(
-                        f"content larger than the limit of {max_bytes} bytes", limit=max_bytes
-                    )
+            async for chunk in limited(chunks, max_bytes):
                 pending.append(chunk)
                 pending_size += len(chunk)
                 if pending_size >= WRITE_BATCH:

@@ -41,8 +41,9 @@ from storage.blobs import (
     check_blob_key,
     is_blob_key,
     iter_chunks,
+    limited,
 )
-from storage.errors import BlobNotFound, BlobStoreUnavailable, BlobTooLarge
+from storage.errors import BlobNotFound, BlobStoreUnavailable
 
 __all__ = ["COPY_OBJECT_LIMIT", "PART_SIZE", "S3BlobStore"]
 
@@ -204,16 +205,8 @@ class S3BlobStore(ReadChecks):
         parts: list[dict[str, Any]] = []
         pending: list[bytes] = []  # chunks not yet uploaded; joined once into each part
         pending_size = 0
-        total = 0
         try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                total += len(chunk)
-                if max_bytes is not None and total > max_bytes:
-                    raise BlobTooLarge(
-                        f"content larger than the limit of {max_bytes} bytes", limit=max_bytes
-                    )
+            async for chunk in limited(chunks, max_bytes):
                 pending.append(chunk)
                 pending_size += len(chunk)
                 while pending_size >= PART_SIZE:
