@@ -30,19 +30,18 @@ With ``--sweep W:P,...`` the same loaded database is measured under several
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import random
-import signal
 import sys
 from typing import Any
 
-from core import RESULTS, ROOT, WORK, BenchError, Config
-from core.database import count_created, create_database, drop_database
+from core import WORK, BenchError, Config
+from core.database import count_created, create_database
 from core.load import load
-from core.report import section, write_results
+from core.main import guarded_run, publish
+from core.report import section
 from core.server import Server, log_problems, start_carnet, start_floor
-from core.wrk import ConfigResult, Measure, check_wrk, measure, write_floor_paths
+from core.wrk import ConfigResult, Measure, measure, write_floor_paths
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -186,32 +185,11 @@ def run(args: argparse.Namespace) -> list[ConfigResult]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
-
-    def on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        wrk_version = check_wrk()
-        results = run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        with contextlib.suppress(Exception):
-            drop_database(args)
-            print(f"dropped database {args.db_name}", file=sys.stderr)
-    text = section(args, results, wrk_version, started)
-    print("\n" + text)
-    if args.profile:
-        print(f"profiles (py-spy raw/collapsed stacks) are in {WORK}; "
-              "RESULTS.md left alone (profiling slows the server)")
-    elif not args.no_results:
-        write_results(text)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    outcome = guarded_run(args, lambda wrk_version: (wrk_version, run(args)))
+    if isinstance(outcome, int):
+        return outcome
+    wrk_version, results = outcome
+    publish(args, section(args, results, wrk_version, started))
     failed = any(m.error_count for r in results for m in r.measures.values())
     return 1 if failed else 0
 

@@ -30,26 +30,25 @@ import datetime as dt
 import math
 import random
 import shlex
-import signal
 import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
-from core import RESULTS, ROOT, WORK, BenchError, Config
+from core import WORK, BenchError, Config
 from core.database import (
     admin,
     count_resources,
     create_database,
     database_size,
-    drop_database,
     machine_facts,
     vacuum_analyze,
 )
 from core.load import post_bundles, post_resources
-from core.report import measure_notes, ratio, verdict, write_results
+from core.main import guarded_run, publish
+from core.report import measure_notes, ratio, verdict
 from core.server import Server, log_problems, start_carnet, start_floor
-from core.wrk import ConfigResult, Measure, check_wrk, measure, write_floor_paths
+from core.wrk import ConfigResult, Measure, measure, write_floor_paths
 
 ITI65_RATE_TARGET = 400.0  # Bundles/s
 ITI65_P99_TARGET_MS = 100.0
@@ -530,34 +529,12 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-
-    def on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        wrk_version = check_wrk()
-        result, info = run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        with contextlib.suppress(Exception):
-            remove_iti65_bodies()
-        with contextlib.suppress(Exception):
-            drop_database(args)
-            print(f"dropped database {args.db_name}", file=sys.stderr)
-    text = section(args, result, info, wrk_version, started, time.perf_counter() - t0)
-    print("\n" + text)
-    if args.profile:
-        print(f"profiles (py-spy raw/collapsed stacks) are in {WORK}; "
-              "RESULTS.md left alone (profiling slows the server)")
-    elif not args.no_results:
-        write_results(text)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    outcome = guarded_run(args, lambda wrk_version: (wrk_version, *run(args)),
+                          cleanup=remove_iti65_bodies)
+    if isinstance(outcome, int):
+        return outcome
+    wrk_version, result, info = outcome
+    publish(args, section(args, result, info, wrk_version, started, time.perf_counter() - t0))
     failed = any(m.error_count for m in result.measures.values())
     return 1 if failed else 0
 

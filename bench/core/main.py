@@ -1,0 +1,54 @@
+"""What every benchmark script's ``main`` does around its run: clean up, report, publish."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from core import RESULTS, ROOT, WORK, BenchError
+from core.database import drop_database
+from core.report import write_results
+from core.wrk import check_wrk
+
+T = TypeVar("T")
+
+
+def guarded_run(args: argparse.Namespace, run: Callable[[str], T],
+                cleanup: Callable[[], None] | None = None) -> T | int:
+    """``run(wrk_version)``; the database is dropped whatever happens. An int is an exit
+    status: 2 when the run could not be completed, 130 when interrupted (SIGTERM too)."""
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return run(check_wrk())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if cleanup is not None:
+            with contextlib.suppress(Exception):
+                cleanup()
+        with contextlib.suppress(Exception):
+            drop_database(args)
+            print(f"dropped database {args.db_name}", file=sys.stderr)
+
+
+def publish(args: argparse.Namespace, text: str) -> None:
+    """Print the section and add it to RESULTS.md, unless profiling or told not to."""
+    print("\n" + text)
+    if args.profile:
+        print(f"profiles (py-spy raw/collapsed stacks) are in {WORK}; "
+              "RESULTS.md left alone (profiling slows the server)")
+    elif not args.no_results:
+        write_results(text)
+        print(f"wrote {RESULTS.relative_to(ROOT)}")
