@@ -93,10 +93,35 @@ class FiledDocument:
     submission_pk: int | None
 
 
+# Filing a Binary (shared) and sweeping its blob (exclusive) take the same lock, so the
+# sweep never deletes a blob between a filing's check that it exists and its commit.
+_PG_INSERT_BINARY = text("""
+WITH blob_lock AS (SELECT pg_advisory_xact_lock_shared(hashtextextended(:lock_name, 0)))
+INSERT INTO binary_content (binary_id, blob_key, size, sha1, content_type)
+SELECT :binary_id, :blob_key, :size, :sha1, :content_type FROM blob_lock
+""")
+
+
+def _blob_lock_name(blob_key: str) -> str:
+    return f"blob|{blob_key}"
+
+
 async def put_binary_content(conn: AsyncConnection, content: BinaryContent) -> None:
-    await conn.execute(BINARY_CONTENT.insert().values(
-        binary_id=content.binary_id, blob_key=content.blob_key, size=content.size,
-        sha1=content.sha1, content_type=content.content_type))
+    """Record a Binary's bytes, holding the blob's lock (shared) until the commit."""
+    values = {"binary_id": content.binary_id, "blob_key": content.blob_key,
+              "size": content.size, "sha1": content.sha1, "content_type": content.content_type}
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_PG_INSERT_BINARY,
+                           {**values, "lock_name": _blob_lock_name(content.blob_key)})
+    else:  # SQLite: write transactions are serialised already
+        await conn.execute(BINARY_CONTENT.insert().values(**values))
+
+
+async def lock_blob_for_removal(conn: AsyncConnection, blob_key: str) -> None:
+    """The sweep's side of the blob lock (exclusive): waits for filings in flight."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+                           {"name": _blob_lock_name(blob_key)})
 
 
 _BINARY_COLUMNS = (BINARY_CONTENT.c.binary_id, BINARY_CONTENT.c.blob_key, BINARY_CONTENT.c.size,

@@ -19,7 +19,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhir_profiles.pdsm import sha1_base64
-from service.errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
+from service.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ServiceUnavailable,
+)
 from service.fhir import interactions
 from storage import documents as registry
 from storage.blobs import BlobInfo, BlobStore
@@ -59,11 +65,19 @@ def content_of(binary_id: str, blob: BlobInfo, resource: dict[str, Any]) -> Bina
                          str(resource.get("contentType", "application/octet-stream")))
 
 
-async def create_binary(conn: AsyncConnection, resource: dict[str, Any], blob: BlobInfo, *,
-                        resource_id: str | None = None) -> interactions.Written:
-    """Store a Binary resource (without data) and where its bytes are."""
+async def create_binary(conn: AsyncConnection, blobs: BlobStore, resource: dict[str, Any],
+                        blob: BlobInfo, *, resource_id: str | None = None) -> interactions.Written:
+    """Store a Binary resource (without data) and where its bytes are.
+
+    The bytes went to the store before this transaction; the blob sweep could have
+    removed them since if an identical orphan was being swept. Holding the blob's
+    lock, the bytes are checked to be there still: otherwise 503, nothing stored.
+    """
     written = await interactions.create(conn, resource, resource_id=resource_id)
     await registry.put_binary_content(conn, content_of(written.resource_id, blob, resource))
+    if await blobs.size(blob.key) != blob.size:
+        raise ServiceUnavailable("the document's bytes were removed while it was being filed "
+                                 "(blob sweep); send it again", headers={"Retry-After": "1"})
     return written
 
 

@@ -5,7 +5,9 @@ Bytes reach the blob store before the database transaction that records them
 then fails, or a process killed between the two, leaves an unreferenced blob:
 invisible (no Binary points at it) and removed here once older than the grace
 period. Writing a blob refreshes its age, so a request still on its way to
-commit keeps its blob as long as it takes less than the grace period.
+commit keeps its blob as long as it takes less than the grace period; and the
+sweep removes a blob only under a lock that filings of it hold until they
+commit, after checking their bytes are still there (``binaries.create_binary``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ async def collect_garbage(db: Database, blobs: BlobStore, grace_seconds: float) 
     """Delete unreferenced blobs last written more than ``grace_seconds`` ago; how many."""
     removed = 0
     async for key in blobs.written_before(time.time() - grace_seconds):
-        async with db.read() as conn:
-            referenced = await registry.blob_is_referenced(conn, key)
-        if not referenced:
-            await blobs.delete(key)
-            removed += 1
+        async with db.write() as conn:  # under the blob's lock: no filing of it in flight
+            await registry.lock_blob_for_removal(conn, key)
+            if not await registry.blob_is_referenced(conn, key):
+                await blobs.delete(key)
+                removed += 1
     return removed
 
 

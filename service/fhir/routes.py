@@ -175,7 +175,7 @@ async def create(resource_type: str, request: Request, settings: SettingsDep,
             written = await interactions.conditional_create(conn, resource,
                                                             if_none_exist.lstrip("?"))
         elif blob is not None:
-            written = await binaries.create_binary(conn, resource, blob)
+            written = await binaries.create_binary(conn, blobs, resource, blob)
         elif resource_type == "DocumentReference":
             written = await filing.file_document(
                 conn, resource, base=base_url(request, settings.public_url), filed_by=principal)
@@ -195,7 +195,7 @@ async def _raw_upload(request: Request, settings: Settings, db: Database,
                                             request.headers.get("x-security-context"))
     blob = await binaries.store_stream(blobs, request.stream(), settings.max_binary_bytes)
     async with db.write() as conn:
-        written = await binaries.create_binary(conn, resource, blob)
+        written = await binaries.create_binary(conn, blobs, resource, blob)
     return _written_response(request, settings, written)
 
 

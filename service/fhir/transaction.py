@@ -401,7 +401,7 @@ async def _execute(conn: AsyncConnection, e: Entry, context: BundleContext) -> O
     if e.method == "POST":
         assert e.resource is not None
         if e.blob is not None:
-            return _written(await binaries.create_binary(conn, e.resource, e.blob,
+            return _written(await binaries.create_binary(conn, context.blobs, e.resource, e.blob,
                                                          resource_id=e.resource_id))
         return _written(await interactions.create(conn, e.resource, resource_id=e.resource_id,
                                                   method="POST"))

@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from service.documents import gc
+from storage import documents as registry
 from storage.blobs import open_blob_store
 from storage.db import Database
+from storage.documents import BinaryContent
 
 
 async def test_the_sweep_runs_every_interval_and_survives_a_failure(
@@ -36,3 +38,17 @@ async def test_the_sweep_runs_every_interval_and_survives_a_failure(
     assert await blobs.size(orphan.key) is None
     assert calls >= 2
     assert "blob garbage collection failed" in caplog.text
+
+
+async def test_the_sweep_waits_for_a_filing_of_the_blob_in_flight(
+        database: Database, tmp_path: object) -> None:
+    blobs = open_blob_store(None, tmp_path)  # type: ignore[arg-type]
+    blob = await blobs.put_bytes(b"a document being filed")
+    async with database.write() as conn:  # a filing, not yet committed
+        await registry.put_binary_content(conn, BinaryContent("b1", blob.key, blob.size, "x",
+                                                              "text/plain"))
+        sweep = asyncio.create_task(gc.collect_garbage(database, blobs, -60))
+        await asyncio.sleep(0.3)
+        assert not sweep.done()  # it waits for the blob's lock (the writer, on SQLite)
+    assert await sweep == 0  # the filing committed: its blob is referenced
+    assert await blobs.size(blob.key) == blob.size

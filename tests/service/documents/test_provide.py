@@ -385,3 +385,22 @@ async def test_a_replacement_may_also_patch_the_old_document_as_pdsm_shows(
     response = await provide(client, bundle)
     assert response.status_code == 200, response.text
     assert await _status(client, old["id"]) == ("superseded", "2")
+
+
+async def test_bytes_swept_before_the_commit_fail_the_filing_cleanly(
+        client: httpx.AsyncClient, patient_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blob sweep removed an identical orphan between the upload and the transaction."""
+    blobs: BlobStore = client._transport.app.state.blob_store  # type: ignore[attr-defined]
+    put_bytes = blobs.put_bytes
+
+    async def swept_at_once(data: bytes) -> Any:
+        info = await put_bytes(data)
+        await blobs.delete(info.key)
+        return info
+
+    monkeypatch.setattr(blobs, "put_bytes", swept_at_once)
+    response = await provide(client, document_bundle(f"Patient/{patient_id}"))
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert await count(client, "DocumentReference") == 0
+    assert await count(client, "Binary") == 0
