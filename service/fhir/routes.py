@@ -249,6 +249,13 @@ def _wants_fhir_resource(request: Request) -> bool:
     return "application/fhir+json" in accept or "application/json+fhir" in accept
 
 
+def _binary_resource_response(binary: binaries.StoredBinary, blobs: BlobStore) -> Response:
+    """The Binary resource as FHIR JSON, its ``data`` streamed from the blob store."""
+    return StreamingResponse(binaries.binary_json(binary, blobs), media_type=FHIR_JSON,
+                             headers={"ETag": etag(binary.version_id),
+                                      "Last-Modified": http_date(binary.last_updated)})
+
+
 async def _binary_response(request: Request, db: Database, blobs: BlobStore,
                            binary_id: str) -> Response:
     """ITI-68 Retrieve Document: the bytes (with Range), or the Binary resource as FHIR JSON."""
@@ -256,9 +263,7 @@ async def _binary_response(request: Request, db: Database, blobs: BlobStore,
         binary = await binaries.stored_binary(conn, binary_id)
     content = binary.content
     if _wants_fhir_resource(request):
-        return StreamingResponse(binaries.binary_json(binary, blobs), media_type=FHIR_JSON,
-                                 headers={"ETag": etag(binary.version_id),
-                                          "Last-Modified": http_date(binary.last_updated)})
+        return _binary_resource_response(binary, blobs)
     strong = f'"{content.blob_key}"'
     headers = {"ETag": strong, "Accept-Ranges": "bytes",
                "Last-Modified": http_date(binary.last_updated),
@@ -344,9 +349,7 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
             binary = await binaries.stored_binary(conn, resource_id)
         if binary.version_id != version:
             raise NotFound(f"Binary/{resource_id} has no version {version}")
-        return StreamingResponse(binaries.binary_json(binary, blobs), media_type=FHIR_JSON,
-                                 headers={"ETag": etag(version),
-                                          "Last-Modified": http_date(binary.last_updated)})
+        return _binary_resource_response(binary, blobs)
     async with db.read() as conn:
         content, last_updated = await interactions.vread(conn, resource_type, resource_id,
                                                          version)
