@@ -38,7 +38,7 @@ from typing import Any
 from core import WORK, BenchError, Config
 from core.database import count_created, create_database
 from core.load import load
-from core.main import guarded_run, publish
+from core.main import add_common_options, guarded_run, publish
 from core.report import section
 from core.server import Server, log_problems, start_carnet, start_floor
 from core.wrk import ConfigResult, Measure, measure, write_floor_paths
@@ -50,37 +50,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--resources", type=int, default=100_000, help="Patients to load")
-    p.add_argument("--workers", type=int, default=2, help="carnet serve --workers")
-    p.add_argument("--pool-size", type=int, default=None,
-                   help="CARNET_DB_POOL_SIZE per worker (default: the server's default)")
     p.add_argument("--sweep", default=None,
                    help="measure several configurations on the same data: "
                         "'WORKERS:POOL,...' (POOL may be 'd' for the default); "
                         "overrides --workers/--pool-size")
-    p.add_argument("--duration", type=int, default=15, help="seconds per measured wrk run")
-    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up before each run")
-    p.add_argument("--connections", type=int, default=16, help="wrk concurrent connections")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--light-connections", type=int, default=2,
                    help="also measure the search from this few connections (latency without "
                         "queueing; informational, 0 to skip)")
     p.add_argument("--bundle-size", type=int, default=500, help="entries per load Bundle")
     p.add_argument("--loaders", type=int, default=4, help="concurrent loading clients")
-    p.add_argument("--db-name", default="carnet_bench", help="database created and dropped")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
     p.add_argument("--only", default="floor,read,search,create",
                    help="comma-separated subset of floor,read,search,create")
-    p.add_argument("--profile", action="store_true",
-                   help="record py-spy profiles of the server during each measured run into "
-                        "bench/.work/ (needs py-spy; figures are then not written to RESULTS.md)")
     p.add_argument("--app-factory", default=None,
                    help="measure this ASGI app factory (module:function, importable from bench/) "
                         "under uvicorn instead of `carnet serve`, e.g. to A/B a change before "
                         "making it; such runs are labelled as experiments")
-    p.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
-    p.add_argument("--note", default="", help="free text recorded with the run")
+    add_common_options(p, "carnet_bench")
     args = p.parse_args(argv)
     if args.sweep:
         configs = []

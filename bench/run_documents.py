@@ -45,7 +45,7 @@ from core.database import (
     vacuum_analyze,
 )
 from core.load import post_bundles, post_resources
-from core.main import guarded_run, publish
+from core.main import add_common_options, guarded_run, publish
 from core.report import measure_notes, ratio, verdict
 from core.server import Server, log_problems, start_carnet, start_floor
 from core.wrk import ConfigResult, Measure, measure, write_floor_paths
@@ -70,16 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=100_000, help="INS Patients to load")
     p.add_argument("--documents-per-patient", type=int, default=10,
                    help="DocumentReferences filed per Patient (one ITI-65 Bundle each)")
-    p.add_argument("--workers", type=int, default=2, help="carnet serve --workers")
-    p.add_argument("--pool-size", type=int, default=None,
-                   help="CARNET_DB_POOL_SIZE per worker (default: the server's default)")
-    p.add_argument("--duration", type=int, default=15, help="seconds per measured wrk run")
-    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up before each run")
-    p.add_argument("--connections", type=int, default=16, help="wrk concurrent connections")
     p.add_argument("--light-connections", type=int, default=2,
                    help="also run ITI-67 by patient from N connections: its latency without "
                         "the queue 16 connections build on 2 cores (0: skip)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--iti65-rate", type=float, default=600.0,
                    help="ITI-65 Bundles/s the pre-generated bodies must last for (x1.5 margin "
                         "over warm-up and measured run); a run that sends more is refused")
@@ -88,17 +81,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loaders", type=int, default=4, help="concurrent clients loading Patients")
     p.add_argument("--document-loaders", type=int, default=6,
                    help="concurrent clients filing the corpus's ITI-65 Bundles")
-    p.add_argument("--db-name", default="carnet_bench_docs", help="database created and dropped")
-    p.add_argument("--pg-host", default="127.0.0.1")
-    p.add_argument("--pg-port", type=int, default=5432)
-    p.add_argument("--pg-user", default="postgres")
     p.add_argument("--only", default=",".join(PHASES),
                    help=f"comma-separated subset of {','.join(PHASES)}")
-    p.add_argument("--profile", action="store_true",
-                   help="record py-spy profiles of the server during each measured run into "
-                        "bench/.work/ (needs py-spy; figures are then not written to RESULTS.md)")
-    p.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
-    p.add_argument("--note", default="", help="free text recorded with the run")
+    add_common_options(p, "carnet_bench_docs")
     args = p.parse_args(argv)
     args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)

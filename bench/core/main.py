@@ -17,6 +17,26 @@ from core.wrk import check_wrk
 T = TypeVar("T")
 
 
+def add_common_options(p: argparse.ArgumentParser, db_name: str) -> None:
+    """The options every benchmark script takes: server, wrk, database, output."""
+    p.add_argument("--workers", type=int, default=2, help="carnet serve --workers")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="CARNET_DB_POOL_SIZE per worker (default: the server's default)")
+    p.add_argument("--duration", type=int, default=15, help="seconds per measured wrk run")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up before each run")
+    p.add_argument("--connections", type=int, default=16, help="wrk concurrent connections")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--db-name", default=db_name, help="database created and dropped")
+    p.add_argument("--pg-host", default="127.0.0.1")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    p.add_argument("--profile", action="store_true",
+                   help="record py-spy profiles of the server during each measured run into "
+                        "bench/.work/ (needs py-spy; figures are then not written to RESULTS.md)")
+    p.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
+    p.add_argument("--note", default="", help="free text recorded with the run")
+
+
 def guarded_run(args: argparse.Namespace, run: Callable[[str], T],
                 cleanup: Callable[[], None] | None = None) -> T | int:
     """``run(wrk_version)``; the database is dropped whatever happens. An int is an exit
