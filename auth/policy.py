@@ -1,22 +1,54 @@
-"""The access-policy decision point.
+"""The access-policy decision point: the DMP rules, for one resource and for a search.
 
-Today it decides on SMART scopes: may this token perform this interaction on
-this resource type at all? The consent rules (the patient's own record,
-blocked professionals, masked documents, the profession matrix) join this
-function with the access-policy issue; until then a professional's or
-patient's token is limited only by its scopes.
+``decide(principal, action, target, context)`` answers for one resource (a read,
+a write, a Binary retrieval, a transaction entry); ``visible_clause`` is the
+same rules as a SQL condition on the resource table, so that a search's
+totals, pages and includes never count a resource the caller may not see.
+Both read the rule names and the category sets below; the table-driven tests
+in ``tests/auth/test_access_matrix.py`` hold them to the same answers.
 
-A token's scopes count only in the context that fits the caller: ``patient/``
-for a patient, ``user/`` for a professional, ``system/`` for an app acting on
-its own. A token that somehow carries another context gains nothing from it.
+A denial names its rule. A ``hidden`` denial concerns one resource the caller
+must not learn exists (a masked document, a type outside the profession's
+matrix): the service answers it exactly as for a missing resource (404). A
+denial of the whole record (closed, blocked, not authorised) answers 403.
+
+SMART scopes come first: a token's scopes count only in the context that fits
+the caller (``patient/`` for a patient, ``user/`` for a professional,
+``system/`` for an app acting on its own).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    exists,
+    false,
+    or_,
+    select,
+    true,
+    union,
+)
 
 from auth.principal import App, Patient, Principal, Professional
+from fhir_profiles.access import access_category, open_categories
+from fhir_profiles.pdsm import security_codes
+from storage.access import (
+    EMERGENCY_ACCESS,
+    NO_LABELS,
+    RECORD_ACTORS,
+    RECORD_POLICY,
+    AccessLabels,
+    RecordState,
+    Relation,
+)
+from storage.tables import TOKENS
 
 
 class Interaction(StrEnum):
@@ -38,20 +70,84 @@ _PERMISSION = {
     Interaction.HISTORY_TYPE: "s", Interaction.SEARCH: "s", Interaction.CREATE: "c",
     Interaction.UPDATE: "u", Interaction.DELETE: "d", Interaction.INS_LOOKUP: "s",
 }
+_READS = frozenset({Interaction.READ, Interaction.VREAD, Interaction.HISTORY_INSTANCE,
+                    Interaction.HISTORY_TYPE, Interaction.SEARCH})
+
+
+class AccessMode(StrEnum):
+    """TRE_R248 ModeAcces (OID 1.2.250.1.213.1.1.4.248)."""
+
+    NORMAL = "normal"
+    BREAK_GLASS = "bris_de_glace"
+    CENTRE_15 = "centre_15"
+
+
+class Rule(StrEnum):
+    """The rules a denial names (in the OperationOutcome and the AuditEvent)."""
+
+    SCOPE = "smart-scope"
+    INSI_PROFESSIONALS = "insi-professionals-only"
+    OWN_RECORD = "patient-own-record-only"
+    INVISIBLE_TO_PATIENT = "invisible-to-patient"
+    PATIENT_FILES_CLASS_90 = "patient-files-own-documents-only"
+    PATIENT_WRITES = "patient-writes-limited"
+    CONSENT_BY_PATIENT = "consent-by-patient-only"
+    RECORD_CLOSED = "record-closed"
+    BLOCKED = "professional-blocked"
+    NOT_AUTHORISED = "not-authorised"
+    CARE_TEAM_OBJECTION = "care-team-objection"
+    EMERGENCY_OPPOSED = "emergency-opposed"
+    PROFESSION_MATRIX = "profession-matrix"
+    MASKED = "masked-from-professionals"
+    APP_NOT_GRANTED = "app-not-granted"
+    APPS_ONLY = "apps-only"
 
 
 @dataclass(frozen=True)
 class Permit:
-    pass
+    emergency: bool = False  # permitted only through an emergency access
 
 
 @dataclass(frozen=True)
 class Deny:
     rule: str
     reason: str
+    hidden: bool = False
 
 
 Decision = Permit | Deny
+
+# Categories beyond the profession matrix (fhir_profiles/data/access_matrix.json).
+IDENTITY = "identity"          # Patient: identity traits, not health data
+DOCUMENT_LIST = "document-list"  # SubmissionSets and Folders: open with the record
+CARE_TEAM = "care-team"
+CONSENT = "consent"            # the patient's choices: the patient's own business
+BINARY = "binary"              # a document's bytes: decided on the document
+RESTRICTED = "restricted"      # stored Bundles, Subscriptions: apps only
+_WITH_THE_RECORD = frozenset({DOCUMENT_LIST, CARE_TEAM})
+# What a patient may write into their own record (the portal's and their apps' writes).
+_PATIENT_WRITES = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient",
+                             "Communication"})
+PATIENT_DOCUMENT = "patient-document"  # class 90
+
+
+_CATEGORY_OF_TYPE = {"Patient": IDENTITY, "List": DOCUMENT_LIST, "CareTeam": CARE_TEAM,
+                     "Consent": CONSENT, "Binary": BINARY, "Bundle": RESTRICTED,
+                     "Subscription": RESTRICTED}
+_DIRECTORY_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"})
+MASQUE_PS, INVISIBLE_PATIENT = "MASQUE_PS", "INVISIBLE_PATIENT"
+
+
+def labels_of(resource: dict[str, Any]) -> AccessLabels:
+    """What the policy keeps beside a stored resource: its category and visibility labels."""
+    resource_type = resource["resourceType"]
+    if resource_type in _DIRECTORY_TYPES:
+        return AccessLabels()
+    category = _CATEGORY_OF_TYPE.get(resource_type) or access_category(resource) or RESTRICTED
+    if resource_type != "DocumentReference":
+        return AccessLabels(category)
+    labels = security_codes(resource)
+    return AccessLabels(category, MASQUE_PS in labels, INVISIBLE_PATIENT in labels)
 
 
 def scope_context(principal: Principal) -> str:
@@ -63,13 +159,226 @@ def scope_context(principal: Principal) -> str:
     return "system"
 
 
-def decide(principal: Principal, interaction: Interaction, resource_type: str) -> Decision:
+def actor_key(principal: Principal) -> str:
+    """How the record tables name a caller."""
+    if isinstance(principal, Professional):
+        return f"idnat:{principal.idnat}"
+    if isinstance(principal, Patient):
+        return f"ins:{principal.ins}"
+    return f"app:{principal.client_id or principal.subject}"
+
+
+def professional_actor(idnat: str) -> str:
+    return f"idnat:{idnat}"
+
+
+def app_actor(client_id: str) -> str:
+    return f"app:{client_id}"
+
+
+def scope_decision(principal: Principal, interaction: Interaction,
+                   resource_type: str) -> Decision:
+    """May this token perform this interaction on this type at all (SMART scopes)?"""
     if interaction is Interaction.INS_LOOKUP and isinstance(principal, Patient):
-        return Deny("insi-professionals-only", "INSi is queried by professionals and their "
+        return Deny(Rule.INSI_PROFESSIONALS, "INSi is queried by professionals and their "
                     "systems, not by patients")
     permission = _PERMISSION[interaction]
     context = scope_context(principal)
     if principal.scopes.allows(resource_type, permission, (context,)):
         return Permit()
-    return Deny("smart-scope", f"the token's scopes do not allow {interaction.value} on "
+    return Deny(Rule.SCOPE, f"the token's scopes do not allow {interaction.value} on "
                 f"{resource_type} (needs {context}/{resource_type}.{permission})")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One resource as the policy sees it."""
+
+    resource_type: str
+    patient_id: str | None
+    labels: AccessLabels = NO_LABELS
+    # Whether the caller is among the document's authors; asked only of masked documents.
+    authored_by_caller: bool = False
+
+
+@dataclass(frozen=True)
+class AccessContext:
+    """What the request brings: the caller's own record (patients), the record's state."""
+
+    own_record: str | None = None
+    record: RecordState | None = None
+    mode: AccessMode = AccessMode.NORMAL
+    internal: bool = False  # Carnet's own work (seeding, superseding)
+    operator: bool = False  # an operator app (CARNET_OPERATOR_CLIENTS): audited, not consented
+
+
+def decide(principal: Principal, action: Interaction, target: Target,
+           context: AccessContext) -> Decision:
+    scoped = scope_decision(principal, action, target.resource_type)
+    if isinstance(scoped, Deny) or context.internal:
+        return scoped
+    category = target.labels.category
+    if target.patient_id is None:
+        if category == BINARY and action is Interaction.CREATE:
+            return Permit()  # bytes staged before the document that will govern them
+        if category in (RESTRICTED, BINARY) and not isinstance(principal, App):
+            return Deny(Rule.APPS_ONLY, f"{target.resource_type} is open to apps only",
+                        hidden=True)
+        return Permit()
+    if isinstance(principal, Patient):
+        return _patient_decision(action, target, context)
+    if isinstance(principal, App):
+        relations = context.record.relations if context.record else frozenset()
+        if context.operator or Relation.APP in relations:
+            return Permit()
+        return Deny(Rule.APP_NOT_GRANTED, "the patient has not granted this app access to "
+                    "their record")
+    return _professional_decision(principal, action, target, context)
+
+
+def _patient_decision(action: Interaction, target: Target, context: AccessContext) -> Decision:
+    if target.patient_id != context.own_record:
+        return Deny(Rule.OWN_RECORD, "a patient reads and writes their own record only",
+                    hidden=True)
+    if action in _READS:
+        if target.labels.hidden_from_patient:
+            return Deny(Rule.INVISIBLE_TO_PATIENT, "this document is not yet visible to the "
+                        "patient", hidden=True)
+        return Permit()
+    if target.resource_type not in _PATIENT_WRITES:
+        return Deny(Rule.PATIENT_WRITES, f"a patient does not write {target.resource_type} "
+                    "resources; professionals file them")
+    if (target.resource_type == "DocumentReference" and action is Interaction.CREATE
+            and target.labels.category != PATIENT_DOCUMENT):
+        return Deny(Rule.PATIENT_FILES_CLASS_90, "a patient files their own documents only "
+                    "(class code 90, 'Autres documents déposés par le patient')")
+    return Permit()
+
+
+def _professional_decision(principal: Professional, action: Interaction, target: Target,
+                           context: AccessContext) -> Decision:
+    category = target.labels.category
+    if category == CONSENT:
+        return Deny(Rule.CONSENT_BY_PATIENT, "the patient's choices are theirs to read and "
+                    "change", hidden=action in _READS)
+    if category == IDENTITY:
+        return Permit()  # identity traits: needed to find the record, to file, to ask access
+    record = _record_decision(actor_key(principal), action, context)
+    if isinstance(record, Deny) or action not in _READS:
+        return record
+    if category not in _WITH_THE_RECORD and category not in open_categories(
+            principal.profession_codes):
+        return Deny(Rule.PROFESSION_MATRIX, "this document type is not open to your "
+                    "profession", hidden=True)
+    attending = context.record is not None and \
+        context.record.choices.attending == actor_key(principal)
+    if target.labels.masked and not (target.authored_by_caller or attending):
+        return Deny(Rule.MASKED, "the patient masked this document from professionals",
+                    hidden=True)
+    return record
+
+
+def _record_decision(actor: str, action: Interaction, context: AccessContext) -> Decision:
+    """May this professional open this record at all (or, for a create, feed it)?"""
+    state = context.record
+    if state is None:
+        return Deny(Rule.NOT_AUTHORISED, "the patient's record is not known")
+    choices, relations = state.choices, state.relations
+    if choices.closed:
+        return Deny(Rule.RECORD_CLOSED, "the patient has closed their record")
+    if choices.attending == actor:
+        return Permit()  # the attending doctor cannot be blocked
+    if Relation.BLOCKED in relations:
+        return Deny(Rule.BLOCKED, "the patient has blocked your access to their record")
+    if context.mode is not AccessMode.NORMAL and choices.emergency_opposed:
+        return Deny(Rule.EMERGENCY_OPPOSED, "the patient opposed emergency access to their "
+                    "record")
+    if action is Interaction.CREATE:
+        return Permit()  # any professional may file into a record not closed to them
+    if Relation.AUTHORISED in relations:
+        return Permit()
+    if Relation.CARE_TEAM in relations and not choices.care_team_objection:
+        return Permit()
+    if state.emergency is not None and not choices.emergency_opposed:
+        return Permit(emergency=True)
+    if Relation.CARE_TEAM in relations:
+        return Deny(Rule.CARE_TEAM_OBJECTION, "the patient objected to access by their care "
+                    "team; ask for their explicit authorisation")
+    return Deny(Rule.NOT_AUTHORISED, "the patient has not authorised you; ask for their "
+                "authorisation, or use emergency access (X-Access-Mode) if they cannot give it")
+
+
+# ------------------------------------------------------------------------------------ search
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who searches, as ``visible_clause`` needs it."""
+
+    principal: Principal
+    own_record: str | None
+    now: int
+    internal: bool = False
+    operator: bool = False
+
+
+def visible_clause(table: Table, viewer: Viewer) -> ColumnElement[bool] | None:
+    """The rows of ``table`` (the resource table or an alias) the viewer may see; None: all."""
+    principal, c = viewer.principal, table.c
+    if viewer.internal or viewer.operator:
+        return None
+    directory = and_(c.patient_id.is_(None), c.category.is_(None))
+    if isinstance(principal, App):
+        granted = select(RECORD_ACTORS.c.patient_id).where(
+            RECORD_ACTORS.c.actor == actor_key(principal),
+            RECORD_ACTORS.c.relation == Relation.APP.value)
+        return or_(c.patient_id.is_(None), c.patient_id.in_(granted))
+    if isinstance(principal, Patient):
+        if viewer.own_record is None:
+            return directory
+        return or_(directory, and_(c.patient_id == viewer.own_record,
+                                   c.hidden_from_patient == false(),
+                                   c.category.not_in((RESTRICTED, BINARY))))
+    assert isinstance(principal, Professional)
+    actor = actor_key(principal)
+    categories = sorted(open_categories(principal.profession_codes) | _WITH_THE_RECORD)
+    attending = select(RECORD_POLICY.c.patient_id).where(RECORD_POLICY.c.attending == actor)
+    unmasked = or_(c.masked == false(), _authored_by(c.pk, principal),
+                   c.patient_id.in_(attending))
+    return or_(directory, c.category == IDENTITY,
+               and_(c.category.in_(categories), c.patient_id.in_(_open_records(actor, viewer.now)),
+                    unmasked))
+
+
+def _open_records(actor: str, now: int) -> Select[tuple[str]]:
+    """The records a professional may open now: ``_record_decision`` for reads, in SQL."""
+    rp, ra, em = RECORD_POLICY.c, RECORD_ACTORS.c, EMERGENCY_ACCESS.c
+
+    def related(relation: Relation) -> ColumnElement[bool]:
+        return exists().where(ra.patient_id == rp.patient_id, ra.actor == actor,
+                              ra.relation == relation.value)
+
+    live_emergency = exists().where(em.patient_id == rp.patient_id, em.actor == actor,
+                                    em.expires_at > now)
+    candidates = union(
+        select(rp.patient_id).where(rp.attending == actor),
+        select(ra.patient_id).where(ra.actor == actor, ra.relation.in_(
+            (Relation.AUTHORISED.value, Relation.CARE_TEAM.value))),
+        select(em.patient_id).where(em.actor == actor, em.expires_at > now),
+    )
+    return select(rp.patient_id).where(
+        rp.patient_id.in_(candidates), rp.closed == false(),
+        or_(rp.attending == actor,
+            and_(~related(Relation.BLOCKED),
+                 or_(related(Relation.AUTHORISED),
+                     and_(rp.care_team_objection == false(), related(Relation.CARE_TEAM)),
+                     and_(rp.emergency_opposed == false(), live_emergency)))))
+
+
+def _authored_by(pk: ColumnElement[int], principal: Professional) -> ColumnElement[bool]:
+    """The document names the caller among its authors (the ``author.identifier`` index)."""
+    codes = [principal.idnat] + ([principal.rpps] if principal.rpps else [])
+    authored = select(TOKENS.c.resource_pk).where(
+        TOKENS.c.resource_type == "DocumentReference", TOKENS.c.param == "author.identifier",
+        TOKENS.c.code.in_(codes))
+    return pk.in_(authored) if codes else true()

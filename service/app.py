@@ -17,6 +17,7 @@ from auth.idp.config import IdpConfig
 from auth.idp.routes import router as idp_router
 from auth.keys import KeyStore
 from auth.tokens import JwksCache, TokenVerifier
+from service.audit import AuditWriter
 from service.documents.gc import collect_periodically
 from service.errors import install_error_handlers
 from service.fhir.capability import SOFTWARE_VERSION
@@ -35,7 +36,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
             app.state.database = database
-            yield
+            async with audit_writer(app, database):
+                yield
             return
         own = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         await own.migrate()
@@ -48,7 +50,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             own, app.state.blob_store, settings.blob_gc_grace, settings.blob_gc_interval))
             if settings.blob_gc_interval else None)
         try:
-            yield
+            async with audit_writer(app, own):
+                yield
         finally:
             if sweeper is not None:
                 sweeper.cancel()
@@ -81,6 +84,18 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         return ORJSONResponse({"status": "ok"})
 
     return app
+
+
+@asynccontextmanager
+async def audit_writer(app: FastAPI, database: Database) -> AsyncIterator[AuditWriter]:
+    """Reads are audited through one group-commit writer per process; stopping flushes it."""
+    writer = AuditWriter(database)
+    await writer.start()
+    app.state.audit_writer = writer
+    try:
+        yield writer
+    finally:
+        await writer.stop()
 
 
 def idp_config(settings: Settings, keys: KeyStore) -> IdpConfig:

@@ -153,9 +153,6 @@ def token_app(client_id: str, scope: str) -> None:
     click.echo(_minted(mint.app_token(_settings(), client_id, scope)))
 
 
-if __name__ == "__main__":
-    main()
-
 
 @main.group(help="The document blob store.")
 def blobs() -> None:
@@ -182,3 +179,35 @@ def blobs_gc(grace: int | None) -> None:
             await store.close()
 
     click.echo(f"removed {asyncio.run(run())} unreferenced blob(s)", err=True)
+
+
+@main.group(help="The tamper-evident audit trail.")
+def audit() -> None:
+    pass
+
+
+@audit.command("verify", help="Recompute every patient's audit hash chain; exit 1 if broken.")
+def audit_verify() -> None:
+    from storage.audit import VerifyReport, verify_chains
+
+    settings = _settings()
+
+    async def run() -> VerifyReport:
+        db = Database(settings.effective_database_url, pool_size=2)
+        try:
+            await db.migrate()
+            async with db.read() as conn:
+                return await verify_chains(conn)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    click.echo(f"checked {report.entries} audit entries of {report.patients} patient(s)")
+    for link in report.problems:
+        click.echo(f"broken: patient {link.patient_id} seq {link.seq}: {link.problem}")
+    if report.problems:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,8 +12,9 @@ from typing import Any
 
 import orjson
 
+from fhir_profiles.consent import patient_choice
 from fhir_profiles.ins import INS_SLICES, InsTraits, nir_key, patient_with_ins
-from service.access import INTERNAL
+from service.access import Access
 from service.documents.samples import document_bundle
 from service.fhir.transaction import BundleContext, process
 from service.identity import name_key
@@ -26,6 +27,7 @@ from storage.oauth import OAuthClient
 INS_NIR_TEST = INS_SLICES["INS-NIR-TEST"]
 IDNAT_PS = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS = "urn:oid:1.2.250.1.71.4.2.2"
+DEMO_IDS = "urn:oid:1.2.250.1.999.2"  # identifiers of the demo's Consents and care teams
 TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
 
 
@@ -51,10 +53,22 @@ PATIENTS = [
     ("pat-1", "253072A07300443", "CORSE", ("Marie", "Ange"), "female", "1953-07-21", "2A073",
      "ps-martin"),
     ("pat-2", _nir("2850575056123"), "LEROY", ("Julie",), "female", "1985-05-12", "75056",
-     None),
+     "ps-martin"),
     ("pat-3", _nir("1721169123045"), "GARNIER", ("Jean", "Pierre"), "male", "1972-11-03",
-     "69123", None),
+     "69123", "ps-bernard"),
 ]
+# The demo patients' choices (fhir_profiles/consent.py): (key, patient key, choice,
+# provision, professionals' keys, apps).
+CONSENTS = [
+    ("consent-1", "pat-1", "professional", "permit", ("ps-petit",), ()),
+    ("consent-2", "pat-2", "professional", "deny", ("ps-moreau",), ()),
+    ("consent-3", "pat-3", "emergency", "deny", (), ()),
+    *((f"consent-app-{key[-1]}", key, "app", "permit", (), ("demo-app",))
+      for key in ("pat-1", "pat-2", "pat-3")),
+]
+# Care teams: (key, patient key, members' keys). Members read the record unless the
+# patient objects (a ``care-team`` Consent).
+CARE_TEAMS = [("team-1", "pat-1", ("ps-durand", "ps-bernard"))]
 INSI_ONLY = [
     ("insi-4", _nir("1900133055012"), "DUPONT-ÉLOI", ("Lucas",), "male", "1990-01-14", "33055",
      None),
@@ -92,11 +106,13 @@ def _patient(row: tuple[Any, ...]) -> dict[str, Any]:
     return patient
 
 
-# (patient key, author key, LOINC type, TRE_A03 class, title): filed with ITI-65.
+# (patient key, author key, LOINC type, TRE_A03 class, title, security labels): filed
+# with ITI-65.
 DOCUMENTS = [
-    ("pat-1", "ps-martin", "11488-4", "10", "Compte rendu de consultation"),
-    ("pat-1", "ps-bernard", "11502-2", "10", "Résultats de biologie"),
-    ("pat-2", "ps-martin", "18842-5", "11", "Lettre de liaison"),
+    ("pat-1", "ps-martin", "11488-4", "10", "Compte rendu de consultation", ("N",)),
+    ("pat-1", "ps-bernard", "11502-2", "10", "Résultats de biologie", ("N",)),
+    ("pat-2", "ps-martin", "18842-5", "11", "Lettre de liaison", ("N",)),
+    ("pat-1", "ps-bernard", "18748-4", "31", "Compte rendu d'imagerie", ("N", "MASQUE_PS")),
 ]
 
 
@@ -104,13 +120,13 @@ def document_bundles(patient_ids: dict[str, str]) -> list[dict[str, Any]]:
     """One ITI-65 submission per demo document, with fixed masterIdentifiers (re-seedable)."""
     people = {row[0]: row for row in PRACTITIONERS}
     bundles = []
-    for i, (patient, author, loinc, class_code, title) in enumerate(DOCUMENTS):
+    for i, (patient, author, loinc, class_code, title, security) in enumerate(DOCUMENTS):
         text = f"{title} (document de démonstration).\n".encode()
         _key, rpps, family, given, *_rest = people[author]
         bundles.append(document_bundle(
             f"Patient/{patient_ids[patient]}", content=text, content_type="text/plain",
             master_id=f"urn:oid:1.2.250.1.999.1.{i + 1}", type_code=loinc, class_code=class_code,
-            title=title, date=f"2026-0{i + 1}-15T10:00:00+01:00",
+            title=title, security=security, date=f"2026-0{i + 1}-15T10:00:00+01:00",
             period_start=f"2026-0{i + 1}-15T09:30:00+01:00", author_rpps=rpps,
             author_given=given, author_family=family))
     return bundles
@@ -131,6 +147,20 @@ def demo_bundle() -> dict[str, Any]:
         }, f"identifier={IDNAT_PS}|8{rpps}"))
     for row in PATIENTS:
         entries.append(_entry(row[0], _patient(row), f"identifier={INS_NIR_TEST}|{row[1]}"))
+    rpps_of = {row[0]: row[1] for row in PRACTITIONERS}
+    for key, patient, choice, provision, people, apps in CONSENTS:
+        consent = patient_choice(f"urn:uuid:{patient}", choice, provision,
+                                 rpps=[rpps_of[p] for p in people], apps=list(apps))
+        consent["identifier"] = [{"system": DEMO_IDS, "value": key}]
+        entries.append(_entry(key, consent, f"identifier={DEMO_IDS}|{key}"))
+    for key, patient, members in CARE_TEAMS:
+        entries.append(_entry(key, {
+            "resourceType": "CareTeam", "status": "active",
+            "identifier": [{"system": DEMO_IDS, "value": key}],
+            "name": "Équipe de soins du CHU de Démonstration",
+            "subject": {"reference": f"urn:uuid:{patient}"},
+            "participant": [{"member": {"reference": f"urn:uuid:{member}"}}
+                            for member in members]}, f"identifier={DEMO_IDS}|{key}"))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -151,7 +181,8 @@ async def seed_demo(db: Database, blobs: BlobStore,
                     base: str = "http://127.0.0.1:8000/fhir") -> dict[str, Any]:
     """Seed (idempotently) and describe what was seeded, with the FHIR ids."""
     await seed_directories(db)
-    context = BundleContext(base, INTERNAL, 20, 100, return_representation=False, blobs=blobs)
+    context = BundleContext(base, Access.of_carnet(), 20, 100, return_representation=False,
+                            blobs=blobs)
     response: dict[str, Any] = orjson.loads(await process(db, demo_bundle(), context))
     ids = {entry["fullUrl"].removeprefix("urn:uuid:"): answer["response"]["location"]
            .split("/_history")[0]

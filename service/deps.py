@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from auth.bearer import Authenticator
 from auth.principal import Principal
 from auth.tokens import InvalidToken, bearer_challenge
+from service.access import Access, emergency_request
 from service.errors import Unauthorized
 from service.settings import Settings
 from storage.blobs import BlobStore
@@ -50,7 +51,19 @@ async def get_principal(request: Request) -> Principal:
         raise Unauthorized(f"invalid token: {exc.reason}", headers=challenge) from exc
 
 
+async def get_access(request: Request,
+                     principal: Annotated[Principal, Depends(get_principal)]) -> Access:
+    """The caller, their declared access mode, and where their audit records go."""
+    settings: Settings = request.app.state.settings
+    return Access(principal, request.app.state.database,
+                  getattr(request.app.state, "audit_writer", None),
+                  emergency=emergency_request(request),
+                  emergency_seconds=settings.emergency_access_seconds,
+                  operators=settings.operator_clients)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 BlobStoreDep = Annotated[BlobStore, Depends(get_blob_store)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AccessDep = Annotated[Access, Depends(get_access)]

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
                                   description="Seconds between two sweeps of unreferenced blobs "
                                               "by each API process (0: never; see carnet blobs "
                                               "gc).")
+    emergency_access_seconds: int = Field(
+        default=2 * 3600, ge=60, le=86_400,
+        description="How long an emergency access (bris de glace, centre 15) stays open for "
+                    "the professional who opened it.")
+    operator_clients: list[str] = Field(
+        default_factory=list,
+        description="OAuth client ids whose client-credentials tokens act as Carnet's "
+                    "operators (migration, reconciliation): every record is open to them, "
+                    "within their scopes, and every access is audited. Empty by default: an "
+                    "app otherwise reads a record only with the patient's grant. JSON list, "
+                    "e.g. [\"ops-tool\"].")
     db_pool_size: int = Field(default=20, ge=1, le=500)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     issuer_url: str | None = Field(

@@ -40,6 +40,8 @@ class BinaryContentRow(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha1: str = Field(sa_column=Column(String(28), nullable=False))  # base64, as in FHIR
     content_type: str = Field(sa_column=Column(String(256), nullable=False))
+    # The document whose access rules govern these bytes (set when it is filed).
+    document_id: str | None = Field(default=None, sa_column=Column(ResourceId, nullable=True))
 
 
 class DocumentRegistryRow(SQLModel, table=True):
@@ -80,6 +82,7 @@ class BinaryContent:
     size: int
     sha1: str
     content_type: str
+    document_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,17 @@ async def lock_blob_for_removal(conn: AsyncConnection, blob_key: str) -> None:
 
 
 _BINARY_COLUMNS = (BINARY_CONTENT.c.binary_id, BINARY_CONTENT.c.blob_key, BINARY_CONTENT.c.size,
-                   BINARY_CONTENT.c.sha1, BINARY_CONTENT.c.content_type)
+                   BINARY_CONTENT.c.sha1, BINARY_CONTENT.c.content_type,
+                   BINARY_CONTENT.c.document_id)
+
+
+async def govern_binaries(conn: AsyncConnection, binary_ids: list[str], document_id: str) -> None:
+    """The first document filed with these bytes decides who may read them."""
+    if binary_ids:
+        await conn.execute(BINARY_CONTENT.update()
+                           .where(BINARY_CONTENT.c.binary_id.in_(binary_ids),
+                                  BINARY_CONTENT.c.document_id.is_(None))
+                           .values(document_id=document_id))
 
 
 async def binary_content(conn: AsyncConnection, binary_id: str) -> BinaryContent | None:

@@ -10,13 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.access import NO_LABELS, AccessLabels
 from storage.driver import autocommit_driver, driver_call
 from storage.errors import DuplicateResource, VersionConflict
-from storage.search.extract import extract_index_entries
+from storage.search.extract import IndexEntries, extract_index_entries, patient_of
 from storage.tables import (
     DATES,
     INDEX_TABLES,
@@ -29,6 +42,14 @@ from storage.tables import (
 
 
 @dataclass(frozen=True)
+class AccessFacts:
+    """The access columns of a stored resource: whose record, and its labels."""
+
+    patient_id: str | None
+    labels: AccessLabels
+
+
+@dataclass(frozen=True)
 class StoredResource:
     pk: int
     resource_type: str
@@ -37,6 +58,12 @@ class StoredResource:
     last_updated: int  # epoch microseconds
     deleted: bool
     content: bytes | None
+    access: AccessFacts
+
+
+def _facts(row: Any, start: int) -> AccessFacts:
+    return AccessFacts(row[start], AccessLabels(row[start + 1], bool(row[start + 2]),
+                                                bool(row[start + 3])))
 
 
 @dataclass(frozen=True)
@@ -48,11 +75,14 @@ class HistoryEntry:
     last_updated: int
     method: str
     content: bytes | None
+    patient_id: str | None = None
 
 
+_ACCESS_COLUMNS = (RESOURCES.c.patient_id, RESOURCES.c.category, RESOURCES.c.masked,
+                   RESOURCES.c.hidden_from_patient)
 _CURRENT_COLUMNS = (RESOURCES.c.pk, RESOURCES.c.resource_type, RESOURCES.c.resource_id,
                     RESOURCES.c.version_id, RESOURCES.c.last_updated, RESOURCES.c.deleted,
-                    RESOURCES.c.content)
+                    RESOURCES.c.content, *_ACCESS_COLUMNS)
 
 
 async def current_version(conn: AsyncConnection, resource_type: str, resource_id: str, *,
@@ -63,20 +93,31 @@ async def current_version(conn: AsyncConnection, resource_type: str, resource_id
     if for_update and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).first()
-    return StoredResource(*row) if row else None
+    return StoredResource(*row[:7], _facts(row, 7)) if row else None
+
+
+@dataclass(frozen=True)
+class CurrentContent:
+    content: bytes | None
+    version_id: int
+    last_updated: int
+    deleted: bool
+    access: AccessFacts
 
 
 _CURRENT_CONTENT = select(
     RESOURCES.c.content, RESOURCES.c.version_id, RESOURCES.c.last_updated, RESOURCES.c.deleted,
+    *_ACCESS_COLUMNS,
 ).where(RESOURCES.c.resource_type == bindparam("resource_type"),
         RESOURCES.c.resource_id == bindparam("resource_id"))
-_PG_CURRENT_CONTENT = ("SELECT content, version_id, last_updated, deleted FROM resource "
+_PG_CURRENT_CONTENT = ("SELECT content, version_id, last_updated, deleted, patient_id, category, "
+                       "masked, hidden_from_patient FROM resource "
                        "WHERE resource_type = $1 AND resource_id = $2")
 
 
 async def current_content(conn: AsyncConnection, resource_type: str,
-                          resource_id: str) -> tuple[bytes | None, int, int, bool] | None:
-    """The hot read path: stored bytes, version, lastUpdated and deleted flag only."""
+                          resource_id: str) -> CurrentContent | None:
+    """The hot read path: stored bytes, version, lastUpdated, deleted flag, access columns."""
     driver = await autocommit_driver(conn)
     if driver is not None:
         row = await driver_call(conn, driver.fetchrow(_PG_CURRENT_CONTENT, resource_type,
@@ -84,7 +125,7 @@ async def current_content(conn: AsyncConnection, resource_type: str,
     else:
         row = (await conn.execute(_CURRENT_CONTENT, {"resource_type": resource_type,
                                                      "resource_id": resource_id})).first()
-    return (row[0], row[1], row[2], row[3]) if row else None
+    return CurrentContent(row[0], row[1], row[2], row[3], _facts(row, 4)) if row else None
 
 
 async def specific_version(conn: AsyncConnection, resource_type: str, resource_id: str,
@@ -104,8 +145,10 @@ async def specific_version(conn: AsyncConnection, resource_type: str, resource_i
 # nothing else is inserted and no pk comes back, as in the generic path.
 _PG_INSERT_RESOURCE = text("""
 WITH new_resource AS (
-    INSERT INTO resource (resource_type, resource_id, version_id, last_updated, deleted, content)
-    VALUES (:resource_type, :resource_id, 1, :last_updated, false, :content)
+    INSERT INTO resource (resource_type, resource_id, version_id, last_updated, deleted, content,
+                          patient_id, category, masked, hidden_from_patient)
+    VALUES (:resource_type, :resource_id, 1, :last_updated, false, :content,
+            :patient_id, :category, :masked, :hidden_from_patient)
     ON CONFLICT (resource_type, resource_id) DO NOTHING
     RETURNING pk, resource_type, resource_id, version_id, last_updated, content
 ), new_version AS (
@@ -158,15 +201,22 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
+def _access_columns(resource: dict[str, Any], labels: AccessLabels) -> dict[str, Any]:
+    return {"patient_id": patient_of(resource), "category": labels.category,
+            "masked": labels.masked, "hidden_from_patient": labels.hidden_from_patient}
+
+
 async def insert_resource(conn: AsyncConnection, resource: dict[str, Any], content: bytes, *,
-                          last_updated: int, method: str) -> int:
+                          last_updated: int, method: str,
+                          labels: AccessLabels = NO_LABELS) -> int:
     """Store version 1 of a new resource with its indexes; returns its row key."""
     resource_type, resource_id = resource["resourceType"], resource["id"]
+    entries = extract_index_entries(resource)
+    access = _access_columns(resource, labels)
     if conn.dialect.name == "postgresql":
-        entries = extract_index_entries(resource)
         params: dict[str, Any] = {"resource_type": resource_type, "resource_id": resource_id,
                                   "last_updated": last_updated, "content": content,
-                                  "method": method}
+                                  "method": method, **access}
         for table, attribute, columns in _ENTRY_COLUMNS:
             prefix = table.name.removesuffix("_index")
             values = _columns(getattr(entries, attribute), len(columns))
@@ -177,26 +227,29 @@ async def insert_resource(conn: AsyncConnection, resource: dict[str, Any], conte
         return int(new_pk)
     stmt = (sqlite_insert(RESOURCES)
             .values(resource_type=resource_type, resource_id=resource_id, version_id=1,
-                    last_updated=last_updated, deleted=False, content=content)
+                    last_updated=last_updated, deleted=False, content=content, **access)
             .on_conflict_do_nothing(index_elements=["resource_type", "resource_id"])
             .returning(RESOURCES.c.pk))
     pk: int | None = (await conn.execute(stmt)).scalar_one_or_none()
     if pk is None:
         raise DuplicateResource(f"{resource_type}/{resource_id} already exists")
     await _insert_version(conn, pk, resource_type, resource_id, 1, last_updated, method, content)
-    await _write_indexes(conn, pk, resource)
+    await _write_indexes(conn, pk, resource_type, entries)
     return pk
 
 
 async def replace_resource(conn: AsyncConnection, existing: StoredResource,
                            resource: dict[str, Any], content: bytes, *, version_id: int,
-                           last_updated: int, method: str) -> None:
+                           last_updated: int, method: str,
+                           labels: AccessLabels = NO_LABELS) -> None:
     """Make ``content`` the current version of ``existing`` (whose version must not have moved)."""
-    await _advance(conn, existing, version_id, last_updated, content, deleted=False)
+    entries = extract_index_entries(resource)
+    await _advance(conn, existing, version_id, last_updated, content, deleted=False,
+                   access=_access_columns(resource, labels))
     await _insert_version(conn, existing.pk, existing.resource_type, existing.resource_id,
                           version_id, last_updated, method, content)
     await _delete_indexes(conn, existing.pk)
-    await _write_indexes(conn, existing.pk, resource)
+    await _write_indexes(conn, existing.pk, existing.resource_type, entries)
 
 
 async def mark_deleted(conn: AsyncConnection, existing: StoredResource, *,
@@ -211,12 +264,14 @@ async def mark_deleted(conn: AsyncConnection, existing: StoredResource, *,
 
 
 async def _advance(conn: AsyncConnection, existing: StoredResource, version_id: int,
-                   last_updated: int, content: bytes | None, *, deleted: bool) -> None:
+                   last_updated: int, content: bytes | None, *, deleted: bool,
+                   access: dict[str, Any] | None = None) -> None:
+    """A deletion keeps the access columns: its history stays under the record's rules."""
     result = await conn.execute(
         update(RESOURCES)
         .where(RESOURCES.c.pk == existing.pk, RESOURCES.c.version_id == existing.version_id)
         .values(version_id=version_id, last_updated=last_updated, content=content,
-                deleted=deleted))
+                deleted=deleted, **(access or {})))
     if result.rowcount != 1:
         raise VersionConflict(
             f"{existing.resource_type}/{existing.resource_id} was changed concurrently", None)
@@ -235,9 +290,8 @@ async def _delete_indexes(conn: AsyncConnection, pk: int) -> None:
         await conn.execute(delete(table).where(table.c.resource_pk == pk))
 
 
-async def _write_indexes(conn: AsyncConnection, pk: int, resource: dict[str, Any]) -> None:
-    rtype = resource["resourceType"]
-    entries = extract_index_entries(resource)
+async def _write_indexes(conn: AsyncConnection, pk: int, rtype: str,
+                         entries: IndexEntries) -> None:
     for table, attribute, columns in _ENTRY_COLUMNS:
         rows = [dict(zip(columns, values, strict=True), resource_pk=pk, resource_type=rtype)
                 for values in getattr(entries, attribute)]
@@ -247,11 +301,20 @@ async def _write_indexes(conn: AsyncConnection, pk: int, resource: dict[str, Any
 
 async def history_page(conn: AsyncConnection, *, resource_type: str | None,
                        resource_id: str | None, since: int | None, limit: int,
-                       after: tuple[int, int] | None) -> tuple[list[HistoryEntry], bool]:
-    """Versions newest first; ``after`` is the (last_updated, pk) key of the previous page's end."""
-    stmt = select(VERSIONS.c.pk, VERSIONS.c.resource_type, VERSIONS.c.resource_id,
-                  VERSIONS.c.version_id, VERSIONS.c.last_updated, VERSIONS.c.method,
-                  VERSIONS.c.content)
+                       after: tuple[int, int] | None,
+                       visible: ColumnElement[bool] | None = None,
+                       ) -> tuple[list[HistoryEntry], bool]:
+    """Versions newest first; ``after`` is the (last_updated, pk) key of the previous page's end.
+
+    ``visible``: a condition on the resource table (the access policy) the versions'
+    resource must meet.
+    """
+    stmt = (select(VERSIONS.c.pk, VERSIONS.c.resource_type, VERSIONS.c.resource_id,
+                   VERSIONS.c.version_id, VERSIONS.c.last_updated, VERSIONS.c.method,
+                   VERSIONS.c.content, RESOURCES.c.patient_id)
+            .join(RESOURCES, RESOURCES.c.pk == VERSIONS.c.resource_pk))
+    if visible is not None:
+        stmt = stmt.where(visible)
     if resource_type is not None:
         stmt = stmt.where(VERSIONS.c.resource_type == resource_type)
     if resource_id is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlmodel import Field, SQLModel
 
@@ -41,6 +43,7 @@ class ResourceRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("resource_type", "resource_id", name="uq_resource_type_id"),
         Index("ix_resource_type_updated", "resource_type", "last_updated"),
+        Index("ix_resource_patient", "patient_id", "resource_type"),
     )
 
     pk: int | None = _surrogate_key()
@@ -50,6 +53,14 @@ class ResourceRow(SQLModel, table=True):
     last_updated: int = Field(sa_column=Column(BigInteger, nullable=False))
     deleted: bool = Field(default=False, nullable=False)
     content: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # What the access policy filters on, kept beside the row so that a search can apply the
+    # policy in SQL (auth/policy.py): whose record this is, the matrix category, the labels.
+    patient_id: str | None = Field(default=None, sa_column=Column(ResourceId, nullable=True))
+    category: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    masked: bool = Field(default=False, sa_column=Column(Boolean, nullable=False,
+                                                         server_default=false()))
+    hidden_from_patient: bool = Field(default=False, sa_column=Column(
+        Boolean, nullable=False, server_default=false()))
 
 
 class ResourceVersionRow(SQLModel, table=True):

@@ -26,14 +26,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.app import create_app
 from service.settings import Settings
 from storage.db import Database
-from tests.tokens import Tokens, bearer
+from tests.tokens import OPERATOR_APP, Tokens, bearer
 
 S3_REGION = "eu-west-3"  # not us-east-1, so bucket creation needs its LocationConstraint
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/carnet_test"
 TABLES = ("resource", "resource_version", "token_index", "string_index", "date_index",
           "reference_index", "insi_identity", "health_professional", "oauth_client",
           "oauth_code", "oauth_refresh_token", "binary_content", "document_registry",
-          "submission")
+          "submission", "audit_log", "audit_chain")
 
 
 def postgres_url() -> str:
@@ -102,7 +102,8 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, keys_dir: Path) -> Settings:
     return Settings(data_dir=tmp_path, keys_dir=keys_dir, default_page_size=20,
-                    max_page_size=100, max_body_bytes=1024 * 1024)
+                    max_page_size=100, max_body_bytes=1024 * 1024,
+                    operator_clients=[OPERATOR_APP])
 
 
 @pytest.fixture
@@ -123,9 +124,9 @@ async def anonymous(settings: Settings,
 
 @pytest.fixture
 async def client(anonymous: httpx.AsyncClient, tokens: Tokens) -> httpx.AsyncClient:
-    """A client holding an app token with every ``system/`` scope: the FHIR core tests'
-    caller, which the access policy lets do anything."""
-    anonymous.headers.update(bearer(tokens.app("system/*.cruds")))
+    """A client holding an operator app's token with every ``system/`` scope: the FHIR core
+    tests' caller, which the access policy lets open every record (and audits)."""
+    anonymous.headers.update(bearer(tokens.app("system/*.cruds", OPERATOR_APP)))
     return anonymous
 
 

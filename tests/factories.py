@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
+from fhir_profiles.consent import patient_choice
 from fhir_profiles.ins import INS_SLICES, InsTraits, nir_key, patient_with_ins
 from service.documents.samples import PDF, document_bundle
 from service.identity import name_key
@@ -139,3 +140,26 @@ async def file_document(client: httpx.AsyncClient, patient_id: str, *,
     assert stored.status_code == 200, stored.text
     document: dict[str, Any] = stored.json()
     return document
+
+
+def consent(patient_id: str, choice: str, provision: str = "deny", *,
+            rpps: tuple[str, ...] = (), apps: tuple[str, ...] = (),
+            status: str = "active") -> dict[str, Any]:
+    """One of the patient's choices, as Carnet reads them (fhir_profiles/consent.py)."""
+    return patient_choice(f"Patient/{patient_id}", choice, provision, rpps=rpps, apps=apps,
+                          status=status)
+
+
+async def give_consent(client: httpx.AsyncClient, patient_id: str, choice: str,
+                       provision: str = "deny", **actors: Any) -> str:
+    """Record a choice for the patient (with the client's token); returns the Consent id."""
+    response = await client.post("/fhir/Consent", headers=FHIR_JSON, content=orjson.dumps(
+        consent(patient_id, choice, provision, **actors)))
+    assert response.status_code == 201, response.text
+    consent_id: str = response.json()["id"]
+    return consent_id
+
+
+async def authorise(client: httpx.AsyncClient, patient_id: str, *rpps: str) -> str:
+    """The patient authorises professionals (by RPPS) to open their record."""
+    return await give_consent(client, patient_id, "professional", "permit", rpps=rpps)

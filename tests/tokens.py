@@ -17,7 +17,10 @@ from service.app import idp_config
 from service.settings import Settings
 from storage.directory import InsIdentity, Professional
 
+# The test settings list this client as an operator (CARNET_OPERATOR_CLIENTS).
+OPERATOR_APP = "ops-app"
 DOCTOR = Professional("10000000001", "MARTIN", "Claire", "10", "C", "SM54", "CHU de Démo")
+OTHER_DOCTOR = Professional("10000000002", "BERNARD", "Paul", "10", "C", "SM26", "CHU de Démo")
 PHARMACIST = Professional("10000000003", "PETIT", "Sophie", "21", "C", None, "Pharmacie")
 PATIENT = InsIdentity("urn:oid:1.2.250.1.213.1.4.10", "253072A07300443", "CORSE",
                       ("Marie", "Ange"), "female", "1953-07-21", "2A073")
@@ -31,7 +34,8 @@ class Tokens:
     def for_settings(cls, settings: Settings) -> Tokens:
         return cls(idp_config(settings, KeyStore(settings.effective_keys_dir)))
 
-    def app(self, scope: str = "system/*.cruds", client_id: str = "test-app") -> str:
+    def app(self, scope: str = "system/*.cruds", client_id: str = OPERATOR_APP) -> str:
+        """An app's client-credentials token; by default the operator's (no consent needed)."""
         return mint_app_token(self.config, client_id, scope).token
 
     def professional(self, scope: str = "openid scope_all",

@@ -16,18 +16,21 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from auth.policy import Interaction
 from fhir_profiles.pdsm import sha1_base64
+from service.access import Access, not_known
 from service.errors import (
     BadRequest,
-    NotFound,
     PayloadTooLarge,
     RangeNotSatisfiable,
     ServiceUnavailable,
 )
 from service.fhir import interactions
 from storage import documents as registry
+from storage import resources as repo
 from storage.blobs import BlobInfo, BlobStore
 from storage.documents import BinaryContent
 from storage.errors import BlobTooLarge
@@ -66,14 +69,15 @@ def content_of(binary_id: str, blob: BlobInfo, resource: dict[str, Any]) -> Bina
 
 
 async def create_binary(conn: AsyncConnection, blobs: BlobStore, resource: dict[str, Any],
-                        blob: BlobInfo, *, resource_id: str | None = None) -> interactions.Written:
+                        blob: BlobInfo, *, access: Access,
+                        resource_id: str | None = None) -> interactions.Written:
     """Store a Binary resource (without data) and where its bytes are.
 
     The bytes went to the store before this transaction; the blob sweep could have
     removed them since if an identical orphan was being swept. Holding the blob's
     lock, the bytes are checked to be there still: otherwise 503, nothing stored.
     """
-    written = await interactions.create(conn, resource, resource_id=resource_id)
+    written = await interactions.create(conn, resource, resource_id=resource_id, access=access)
     await registry.put_binary_content(conn, content_of(written.resource_id, blob, resource))
     if await blobs.size(blob.key) != blob.size:
         raise ServiceUnavailable("the document's bytes were removed while it was being filed "
@@ -89,12 +93,28 @@ class StoredBinary:
     content: BinaryContent
 
 
-async def stored_binary(conn: AsyncConnection, binary_id: str) -> StoredBinary:
-    resource, version_id, last_updated = await interactions.read(conn, "Binary", binary_id)
+async def stored_binary(conn: AsyncConnection, binary_id: str, access: Access,
+                        action: Interaction = Interaction.READ) -> StoredBinary:
+    """A Binary and where its bytes are, if the caller may read the document they belong to."""
+    row = await repo.current_content(conn, "Binary", binary_id)
     content = await registry.binary_content(conn, binary_id)
-    if content is None:
-        raise NotFound(f"Binary/{binary_id} has no content")
-    return StoredBinary(resource, version_id, last_updated, content)
+    if row is None or row.content is None or content is None:
+        raise not_known("Binary", binary_id)
+    governing = content.document_id or _security_context(row.content)
+    document = (await repo.current_content(conn, "DocumentReference", governing)
+                if governing else None)
+    if document is not None:
+        await access.check(conn, action, "DocumentReference", str(governing), document.access,
+                           document.content, entity=f"Binary/{binary_id}")
+    else:  # bytes no document governs yet: staged uploads, for the systems that file them
+        await access.check(conn, action, "Binary", binary_id, row.access)
+    return StoredBinary(row.content, row.version_id, row.last_updated, content)
+
+
+def _security_context(resource: bytes) -> str | None:
+    reference = (orjson.loads(resource).get("securityContext") or {}).get("reference")
+    kind, _, document_id = str(reference or "").rpartition("/")
+    return document_id if kind.endswith("DocumentReference") and document_id else None
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -20,11 +20,12 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.principal import Principal
+from auth.policy import Interaction
 from fhir_profiles.ins import find_ins
 from fhir_profiles.outcome import Issue
 from fhir_profiles.pdsm import SUBMISSION_SET, list_kind
-from service.errors import BadRequest, Conflict, MethodNotAllowed, Unprocessable
+from service.access import Access
+from service.errors import BadRequest, Conflict, MethodNotAllowed, NotFound, Unprocessable
 from service.fhir import interactions
 from service.identity import check_patient_identity
 from storage import documents as registry
@@ -196,11 +197,11 @@ async def qualified_patient(conn: AsyncConnection, reference: Any, path: str) ->
     """The id of the subject Patient, refused unless its INS is qualified and known to INSi."""
     patient_id = _patient_id(reference)
     found = (await repo.current_content(conn, "Patient", patient_id)) if patient_id else None
-    if patient_id is None or found is None or found[3] or found[0] is None:
+    if patient_id is None or found is None or found.deleted or found.content is None:
         raise Unprocessable(f"[document-subject] {path} must reference a stored Patient "
                             "(Patient/<id>, or Patient?identifier=<INS system>|<INS>)",
                             expression=path)
-    patient = orjson.loads(found[0])
+    patient = orjson.loads(found.content)
     if find_ins(patient) is None:
         raise Unprocessable(f"[document-subject-ins] Patient/{patient_id} has no INS: a document "
                             "is filed only for a patient identified by a qualified INS",
@@ -210,7 +211,7 @@ async def qualified_patient(conn: AsyncConnection, reference: Any, path: str) ->
 
 
 async def _supersede(conn: AsyncConnection, index: int, target: Any, patient_id: str,
-                     changed_here: set[str]) -> None:
+                     changed_here: set[str], access: Access) -> None:
     path = f"DocumentReference.relatesTo[{index}].target"
     reference = target.get("reference") if isinstance(target, dict) else None
     kind, _, target_id = str(reference or "").rpartition("/")
@@ -219,6 +220,12 @@ async def _supersede(conn: AsyncConnection, index: int, target: Any, patient_id:
     if existing is None or existing.deleted or existing.content is None:
         raise Unprocessable(f"[replace-unknown] {path}: {reference!r} is not a stored "
                             "DocumentReference", expression=path)
+    try:  # a document the filer may not see is, to them, a document that does not exist
+        await access.check(conn, Interaction.READ, "DocumentReference", target_id,
+                           existing.access, existing.content)
+    except NotFound:
+        raise Unprocessable(f"[replace-unknown] {path}: {reference!r} is not a stored "
+                            "DocumentReference", expression=path) from None
     old = orjson.loads(existing.content)
     if _patient_id(old.get("subject")) != patient_id:
         raise Unprocessable(f"[replace-other-patient] {path}: the replaced document belongs to "
@@ -231,7 +238,7 @@ async def _supersede(conn: AsyncConnection, index: int, target: Any, patient_id:
                        expression=path)
     await interactions.update(conn, "DocumentReference", target_id,
                               {**old, "status": "superseded"}, if_match=existing.version_id,
-                              actor=None)
+                              access=Access.of_carnet())
 
 
 class Filing:
@@ -241,12 +248,13 @@ class Filing:
     checked) is not asked of the database again.
     """
 
-    def __init__(self, conn: AsyncConnection, *, base: str, filed_by: Principal,
+    def __init__(self, conn: AsyncConnection, *, base: str, access: Access,
                  binaries: list[BinaryContent] | None = None,
                  changed_here: set[str] | None = None) -> None:
         self.conn = conn
         self.base = base
-        self.filed_by = filed_by
+        self.access = access
+        self.filed_by = access.principal
         self.binaries = {b.binary_id: b for b in binaries or []}
         self.changed_here = changed_here or set()
         self.patients: dict[str, str] = {}
@@ -262,11 +270,12 @@ class Filing:
         issues = _attachment_issues(document, self.base, self.binaries)
         if issues:
             raise Unprocessable(issues[0].diagnostics, issues=issues)
+        await registry.govern_binaries(self.conn, self._binary_ids(document), document["id"])
         patient_id = await self._patient(document.get("subject"))
         for i, relation in enumerate(document.get("relatesTo") or []):
             if relation.get("code") == REPLACES:
                 await _supersede(self.conn, i, relation.get("target"), patient_id,
-                                 self.changed_here)
+                                 self.changed_here, self.access)
         system, value = master_identifier(document)
         self.filed.append(FiledDocument(system, value, document["id"], patient_id,
                                         self.filed_by.subject, content_fingerprint(document),
@@ -279,10 +288,13 @@ class Filing:
         await registry.register_documents(self.conn, [
             replace(filed, submission_pk=pk) for filed in self.filed])
 
+    def _binary_ids(self, document: dict[str, Any]) -> list[str]:
+        return [binary_id for item in document.get("content") or []
+                if (binary_id := _binary_id((item.get("attachment") or {}).get("url"),
+                                            self.base))]
+
     async def _load_binaries(self, document: dict[str, Any]) -> None:
-        wanted = [binary_id for item in document.get("content") or []
-                  if (binary_id := _binary_id((item.get("attachment") or {}).get("url"),
-                                              self.base)) and binary_id not in self.binaries]
+        wanted = [b for b in self._binary_ids(document) if b not in self.binaries]
         self.binaries.update(await registry.binary_contents(self.conn, wanted))
 
     async def _patient(self, subject: Any) -> str:
@@ -311,17 +323,17 @@ def check_submission_lists(submission_set: dict[str, Any], documents: list[dict[
 
 
 async def file_document(conn: AsyncConnection, document: dict[str, Any], *, base: str,
-                        filed_by: Principal) -> interactions.Written:
+                        access: Access) -> interactions.Written:
     """One DocumentReference filed on its own (POST, batch entry): idempotent, fully checked."""
     resent = await find_resent(conn, [document])
     if resent is not None:
         document_id = resent.document_ids[0]
         content, version_id, last_updated = await interactions.read(conn, "DocumentReference",
-                                                                    document_id)
+                                                                    document_id, access)
         return interactions.Written("DocumentReference", document_id, version_id, last_updated,
                                     content, created=False)
-    written = await interactions.create(conn, document)
-    filing = Filing(conn, base=base, filed_by=filed_by)
+    written = await interactions.create(conn, document, access=access)
+    filing = Filing(conn, base=base, access=access)
     await filing.check(orjson.loads(written.content))
     await filing.register()
     return written

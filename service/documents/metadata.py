@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from auth.principal import Principal, Professional
-from service.access import INTERNAL
+from auth.principal import Principal
+from service.access import INTERNAL, is_author
 from service.errors import Forbidden, Unprocessable
 from storage.documents import FiledDocument
 
@@ -34,25 +34,6 @@ def changed_elements(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if _other_extensions(old) != _other_extensions(new):
         changed.append("extension")
     return [f"DocumentReference.{key}" for key in changed]
-
-
-def is_author(principal: Principal, document: dict[str, Any]) -> bool:
-    """A professional named among the document's authors (contained or referenced)."""
-    if not isinstance(principal, Professional):
-        return False
-    wanted = {principal.idnat} | ({principal.rpps} if principal.rpps else set())
-    authors = {a.get("reference") for a in document.get("author") or [] if isinstance(a, dict)}
-    for contained in document.get("contained") or []:
-        if not isinstance(contained, dict) or f"#{contained.get('id')}" not in authors:
-            continue
-        people = [contained] + [c for c in document.get("contained") or []
-                                if isinstance(c, dict) and f"#{c.get('id')}" ==
-                                (contained.get("practitioner") or {}).get("reference")]
-        for person in people:
-            for identifier in person.get("identifier") or []:
-                if isinstance(identifier, dict) and identifier.get("value") in wanted:
-                    return True
-    return False
 
 
 def check_document_update(old: dict[str, Any], new: dict[str, Any],

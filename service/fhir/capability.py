@@ -18,7 +18,9 @@ SOFTWARE_VERSION = "0.1.0"
 _INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance",
                  "history-type", "create", "search-type"]
 # Documents are never deleted nor created by PUT; a Binary never changes (PDSm).
-_NOT_ALLOWED = {"DocumentReference": {"delete"}, "Binary": {"update", "patch", "delete"}}
+_NOT_ALLOWED = {"DocumentReference": {"delete"}, "Binary": {"update", "patch", "delete"},
+                "AuditEvent": {"create", "update", "patch", "delete", "history-instance",
+                               "history-type"}}
 _DOCUMENTATION = {
     "DocumentReference": "IHE MHD ITI-65 (filed in a transaction Bundle with its "
                          "SubmissionSet), ITI-67 (search); PDSm metadata enforced. Only status, "
@@ -28,6 +30,12 @@ _DOCUMENTATION = {
               "application/fhir+json is asked for; POST takes FHIR JSON or the raw bytes with "
               "their own Content-Type (streamed).",
     "List": "IHE MHD SubmissionSets and Folders (ITI-66 with code=submissionset|folder).",
+    "AuditEvent": "The patient's access history: who accessed their record, when, in which "
+                  "mode (normal, bris_de_glace, centre_15) and with what outcome. Searched one "
+                  "patient at a time (patient, date, _count); read-only and hash-chained.",
+    "Consent": "The patient's choices (scope patient-privacy, one Carnet choice code in "
+               "category): record closed, emergency access opposed, care-team objection, "
+               "professionals blocked or authorised, apps granted. Written by the patient.",
 }
 _RESULT_DOCS = {
     "_count": "page size (capped by the server maximum)",
@@ -41,6 +49,9 @@ _RESULT_DOCS = {
 
 
 def _search_params(resource_type: str) -> list[dict[str, Any]]:
+    if resource_type == "AuditEvent":  # served from the audit log, not the search indexes
+        return [{"name": p.name, "type": p.type}
+                for p in SEARCH_PARAMETERS[resource_type].values() if not p.name.startswith("_")]
     params: list[dict[str, Any]] = [
         {"name": name, "type": kind} for name, kind in RESOURCE_COLUMNS.items()
     ]

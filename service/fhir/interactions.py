@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.principal import Principal
+from auth.policy import Interaction, labels_of
+from fhir_profiles.consent import consent_issues
 from fhir_profiles.ins import ins_issues
 from fhir_profiles.outcome import Issue, ValidationFailed
 from fhir_profiles.pdsm import (
@@ -29,14 +30,25 @@ from fhir_profiles.pdsm import (
     submission_set_issues,
 )
 from fhir_profiles.structure import is_fhir_type, validate_structure
+from service.access import Access, not_known, visible_filters
+from service.consent import PROJECTED_TYPES, check_consent_actors, refresh_record
 from service.documents.metadata import check_document_update
-from service.errors import BadRequest, Gone, MethodNotAllowed, NotFound, PreconditionFailed
+from service.errors import (
+    BadRequest,
+    Forbidden,
+    Gone,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
 from service.fhir.http import fhir_instant
 from service.fhir.patch import Patch
 from service.identity import check_patient_identity
 from storage import documents as registry
 from storage import resources as repo
+from storage.resources import AccessFacts
 from storage.search.criteria import parse_query
+from storage.search.extract import patient_of
 from storage.search.parameters import SUPPORTED_TYPES
 from storage.search.query import search_page
 
@@ -67,6 +79,15 @@ def check_type(resource_type: str) -> None:
         raise NotFound(f"unknown resource type {resource_type!r}")
 
 
+_READ_ONLY_TYPES = {"AuditEvent": "the audit trail is written by Carnet only, and never changes"}
+
+
+def check_writable(resource_type: str) -> None:
+    """405 for the types no client may write."""
+    if resource_type in _READ_ONLY_TYPES:
+        raise MethodNotAllowed(f"{resource_type}: {_READ_ONLY_TYPES[resource_type]}")
+
+
 def check_id(resource_id: str) -> None:
     if not ID_PATTERN.match(resource_id):
         raise BadRequest(f"{resource_id!r} is not a valid FHIR id "
@@ -94,6 +115,8 @@ def profile_issues(resource: dict[str, Any]) -> list[Issue]:
         return ins_issues(resource)
     if resource_type == "DocumentReference":
         return document_reference_issues(resource)
+    if resource_type == "Consent":
+        return consent_issues(resource)
     if resource_type == "List":
         kind = list_kind(resource)
         if kind == SUBMISSION_SET:
@@ -107,6 +130,32 @@ async def _check_against_directories(conn: AsyncConnection, resource: dict[str, 
     """Rules that need the national directories, checked inside the write's transaction."""
     if resource["resourceType"] == "Patient":
         await check_patient_identity(conn, resource)
+    elif resource["resourceType"] == "Consent":
+        await check_consent_actors(conn, resource)
+
+
+def facts_of(resource: dict[str, Any]) -> AccessFacts:
+    return AccessFacts(patient_of(resource), labels_of(resource))
+
+
+async def _check_write(conn: AsyncConnection, access: Access, action: Interaction,
+                       resource: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """The policy on what a write leaves behind (and the attending doctor's declaration)."""
+    await access.check(conn, action, resource["resourceType"], resource.get("id") or "",
+                       facts_of(resource))
+    if (resource["resourceType"] == "Patient" and not access.internal
+            and not access.is_patient
+            and (old or {}).get("generalPractitioner") != resource.get("generalPractitioner")):
+        raise Forbidden("access denied [attending-doctor-declared-by-patient]: the patient "
+                        "declares their attending doctor (Patient.generalPractitioner)",
+                        expression="Patient.generalPractitioner")
+
+
+async def _project(conn: AsyncConnection, resource_type: str, *patients: str | None) -> None:
+    """Keep the policy's projection of the patient's choices in step (same transaction)."""
+    if resource_type in PROJECTED_TYPES:
+        for patient_id in sorted({p for p in patients if p is not None}):
+            await refresh_record(conn, patient_id)
 
 
 def now_micros() -> int:
@@ -126,25 +175,31 @@ def _stamp(resource: dict[str, Any], resource_id: str, version_id: int,
     return stamped, orjson.dumps(stamped)
 
 
-async def read(conn: AsyncConnection, resource_type: str,
-               resource_id: str) -> tuple[bytes, int, int]:
+async def read(conn: AsyncConnection, resource_type: str, resource_id: str, access: Access,
+               action: Interaction = Interaction.READ) -> tuple[bytes, int, int]:
     """https://hl7.org/fhir/R4/http.html#read — bytes, version, lastUpdated."""
     row = await repo.current_content(conn, resource_type, resource_id)
     if row is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
-    content, version_id, last_updated, deleted = row
-    if deleted or content is None:
+        raise not_known(resource_type, resource_id)
+    await access.check(conn, action, resource_type, resource_id, row.access, row.content)
+    content, version_id, last_updated = row.content, row.version_id, row.last_updated
+    if row.deleted or content is None:
         raise Gone(f"{resource_type}/{resource_id} was deleted",
                    headers={"ETag": f'W/"{version_id}"'})
     return content, version_id, last_updated
 
 
 async def vread(conn: AsyncConnection, resource_type: str, resource_id: str,
-                version_id: int) -> tuple[bytes, int]:
-    """https://hl7.org/fhir/R4/http.html#vread"""
+                version_id: int, access: Access) -> tuple[bytes, int]:
+    """https://hl7.org/fhir/R4/http.html#vread — under the rules of the current version."""
+    current = await repo.current_content(conn, resource_type, resource_id)
+    if current is None:
+        raise not_known(resource_type, resource_id)
+    await access.check(conn, Interaction.VREAD, resource_type, resource_id, current.access,
+                       current.content)
     entry = await repo.specific_version(conn, resource_type, resource_id, version_id)
     if entry is None:
-        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+        raise not_known(resource_type, f"{resource_id}/_history/{version_id}")
     if entry.content is None:
         raise Gone(f"version {version_id} of {resource_type}/{resource_id} is a deletion")
     return entry.content, entry.last_updated
@@ -154,33 +209,39 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-async def create(conn: AsyncConnection, resource: dict[str, Any], *,
+async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Access,
                  resource_id: str | None = None, method: str = "POST") -> Written:
     """https://hl7.org/fhir/R4/http.html#create — the server assigns the id.
 
     ``resource_id`` is given for update-as-create (PUT) and for transaction
     entries whose id was assigned while resolving ``urn:uuid:`` references.
     """
-    await _check_against_directories(conn, resource)
     assigned = resource_id or new_id()
+    await _check_write(conn, access, Interaction.CREATE, {**resource, "id": assigned}, None)
+    await _check_against_directories(conn, resource)
     last_updated = now_micros()
     stamped, content = _stamp(resource, assigned, 1, last_updated)
-    await repo.insert_resource(conn, stamped, content, last_updated=last_updated, method=method)
+    await repo.insert_resource(conn, stamped, content, last_updated=last_updated, method=method,
+                               labels=labels_of(stamped))
+    await _project(conn, stamped["resourceType"], patient_of(stamped))
     return Written(stamped["resourceType"], assigned, 1, last_updated, content, created=True)
 
 
 async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
                  resource: dict[str, Any], *, if_match: int | None = None,
-                 method: str = "PUT", actor: Principal | None) -> Written:
+                 method: str = "PUT", access: Access) -> Written:
     """https://hl7.org/fhir/R4/http.html#update — update-as-create is allowed.
 
-    ``actor`` is who asks, for the rules that depend on it (withdrawing a
-    document); None for Carnet's own changes (superseding a replaced document).
+    The caller must see the current version (404 otherwise, as for a missing
+    one) and may write the new one.
     """
     if resource.get("id") != resource_id:
         raise BadRequest(f"the resource's id {resource.get('id')!r} must equal the URL's "
                          f"{resource_id!r}", expression=f"{resource_type}.id")
     existing = await repo.current_version(conn, resource_type, resource_id, for_update=True)
+    if existing is not None:
+        await access.check(conn, Interaction.READ, resource_type, resource_id, existing.access,
+                           existing.content)
     if if_match is not None and (existing is None or existing.version_id != if_match):
         current = "does not exist" if existing is None else f"is at version {existing.version_id}"
         raise PreconditionFailed(f"If-Match asked for version {if_match} but "
@@ -189,37 +250,47 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
         if existing is None or existing.deleted or existing.content is None:
             raise MethodNotAllowed("a document is filed with POST (ITI-65 transaction or "
                                    "DocumentReference create), not created by PUT")
-        check_document_update(orjson.loads(existing.content), resource, actor,
+        check_document_update(orjson.loads(existing.content), resource, access.principal,
                               await registry.filed_document_by_id(conn, resource_id))
     if existing is None:
-        return await create(conn, resource, resource_id=resource_id, method=method)
+        return await create(conn, resource, resource_id=resource_id, method=method,
+                            access=access)
+    old = orjson.loads(existing.content) if existing.content else None
+    await _check_write(conn, access, Interaction.UPDATE, resource, old)
     await _check_against_directories(conn, resource)
     version_id = existing.version_id + 1
     last_updated = now_micros()
     stamped, content = _stamp(resource, resource_id, version_id, last_updated)
     await repo.replace_resource(conn, existing, stamped, content, version_id=version_id,
-                                last_updated=last_updated, method=method)
+                                last_updated=last_updated, method=method,
+                                labels=labels_of(stamped))
+    await _project(conn, resource_type, existing.access.patient_id, patient_of(stamped))
     return Written(resource_type, resource_id, version_id, last_updated, content,
                    created=existing.deleted)
 
 
 async def delete(conn: AsyncConnection, resource_type: str, resource_id: str, *,
-                 if_match: int | None = None) -> int | None:
+                 access: Access, if_match: int | None = None) -> int | None:
     """https://hl7.org/fhir/R4/http.html#delete — logical; returns the deletion's version."""
     existing = await repo.current_version(conn, resource_type, resource_id, for_update=True)
     if existing is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known")
+        raise not_known(resource_type, resource_id)
+    await access.check(conn, Interaction.READ, resource_type, resource_id, existing.access,
+                       existing.content)
+    await access.check(conn, Interaction.DELETE, resource_type, resource_id, existing.access)
     if if_match is not None and existing.version_id != if_match:
         raise PreconditionFailed(f"If-Match asked for version {if_match} but "
                                  f"{resource_type}/{resource_id} is at {existing.version_id}")
     if existing.deleted:
         return None
-    return await repo.mark_deleted(conn, existing, last_updated=now_micros())
+    version_id = await repo.mark_deleted(conn, existing, last_updated=now_micros())
+    await _project(conn, resource_type, existing.access.patient_id)
+    return version_id
 
 
 async def matching_ids(conn: AsyncConnection, resource_type: str, query_string: str,
-                       *, limit: int = 2) -> list[str]:
-    """Ids matching a conditional-operation query (unknown parameters are an error)."""
+                       *, access: Access, limit: int = 2) -> list[str]:
+    """Ids matching a conditional-operation query, among what the caller may see."""
     pairs = parse_qsl(query_string, keep_blank_values=True)
     if not pairs:
         raise BadRequest("a conditional operation needs search criteria")
@@ -228,48 +299,48 @@ async def matching_ids(conn: AsyncConnection, resource_type: str, query_string: 
         raise BadRequest(f"unknown search parameter(s) {', '.join(query.unknown)} in "
                          "conditional operation")
     await repo.lock_key(conn, f"{resource_type}?{query_string}")
-    page = await search_page(conn, query)
+    page = await search_page(conn, query, visible_filters(await access.viewer(conn)))
     return [m.resource_id for m in page.matches]
 
 
 async def conditional_create(conn: AsyncConnection, resource: dict[str, Any],
-                             if_none_exist: str) -> Written:
+                             if_none_exist: str, *, access: Access) -> Written:
     """https://hl7.org/fhir/R4/http.html#ccreate — 200 with the match, or 201, or 412."""
     rtype = resource["resourceType"]
-    ids = await matching_ids(conn, rtype, if_none_exist)
+    ids = await matching_ids(conn, rtype, if_none_exist, access=access)
     if len(ids) > 1:
         raise PreconditionFailed(f"If-None-Exist {if_none_exist!r} matches several {rtype}s")
     if ids:
-        content, version_id, last_updated = await read(conn, rtype, ids[0])
+        content, version_id, last_updated = await read(conn, rtype, ids[0], access)
         return Written(rtype, ids[0], version_id, last_updated, content, created=False)
-    return await create(conn, resource)
+    return await create(conn, resource, access=access)
 
 
 async def conditional_update(conn: AsyncConnection, resource_type: str, query_string: str,
-                             resource: dict[str, Any], *, actor: Principal) -> Written:
+                             resource: dict[str, Any], *, access: Access) -> Written:
     """https://hl7.org/fhir/R4/http.html#cond-update"""
-    ids = await matching_ids(conn, resource_type, query_string)
+    ids = await matching_ids(conn, resource_type, query_string, access=access)
     if len(ids) > 1:
         raise PreconditionFailed(f"{query_string!r} matches several {resource_type}s")
     if not ids:
         given = resource.get("id")
         if given is not None:
             check_id(given)
-            return await update(conn, resource_type, given, resource, actor=actor)
-        return await create(conn, resource)
+            return await update(conn, resource_type, given, resource, access=access)
+        return await create(conn, resource, access=access)
     if resource.get("id") not in (None, ids[0]):
         raise BadRequest(f"the resource's id {resource['id']!r} is not the matching "
                          f"{resource_type}/{ids[0]}")
-    return await update(conn, resource_type, ids[0], {**resource, "id": ids[0]}, actor=actor)
+    return await update(conn, resource_type, ids[0], {**resource, "id": ids[0]}, access=access)
 
 
 async def patch(conn: AsyncConnection, resource_type: str, resource_id: str,
-                change: Patch, *, if_match: int | None, actor: Principal) -> Written:
+                change: Patch, *, if_match: int | None, access: Access) -> Written:
     """https://hl7.org/fhir/R4/http.html#patch — on the current version, then validated."""
-    content, version_id, _ = await read(conn, resource_type, resource_id)
+    content, version_id, _ = await read(conn, resource_type, resource_id, access)
     if if_match is not None and if_match != version_id:
         raise PreconditionFailed(f"If-Match asked for version {if_match} but "
                                  f"{resource_type}/{resource_id} is at {version_id}")
     resource = validate(change(orjson.loads(content)), resource_type)
     return await update(conn, resource_type, resource_id, resource, if_match=version_id,
-                        method="PATCH", actor=actor)
+                        method="PATCH", access=access)

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from auth.policy import Interaction
-from auth.principal import Principal
-from service.access import authorize
-from service.deps import BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep
+from service.access import Access, audited, authorize, not_known
+from service.deps import AccessDep, BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep
 from service.documents import binaries, filing
 from service.errors import (
     FHIR_JSON,
@@ -21,7 +20,8 @@ from service.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from service.fhir import interactions, transaction
+from service.fhir import audit_trail, interactions, transaction
+from service.fhir.audit_trail import AUDIT_EVENT
 from service.fhir.capability import capability_statement
 from service.fhir.history import history
 from service.fhir.http import (
@@ -76,33 +76,39 @@ async def _incoming_resource(request: Request, settings: Settings,
 
 
 async def _search_response(request: Request, settings: Settings, db: Database,
-                           principal: Principal, resource_type: str,
+                           access: Access, resource_type: str,
                            pairs: list[tuple[str, str]]) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
-    search_request = SearchRequest(resource_type, pairs, base_url(request, settings.public_url),
-                                   principal,
-                                   strict=prefer(request).get("handling") == "strict",
-                                   default_count=settings.default_page_size,
-                                   max_count=settings.max_page_size)
-    async with db.read() as conn:
-        content = await search(conn, search_request)
+    base = base_url(request, settings.public_url)
+    async with audited(access), db.read() as conn:
+        if resource_type == AUDIT_EVENT:
+            content = await audit_trail.search(conn, access, pairs, base=base,
+                                               default_count=settings.default_page_size,
+                                               max_count=settings.max_page_size)
+        else:
+            content = await search(conn, SearchRequest(
+                resource_type, pairs, base, access,
+                strict=prefer(request).get("handling") == "strict",
+                default_count=settings.default_page_size, max_count=settings.max_page_size))
     return fhir_json(content, pretty=wants_pretty(request))
 
 
 async def _history_response(request: Request, settings: Settings, db: Database,
-                            principal: Principal, resource_type: str,
+                            access: Access, resource_type: str,
                             resource_id: str | None) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
-    authorize(principal, Interaction.HISTORY_TYPE if resource_id is None
+    authorize(access.principal, Interaction.HISTORY_TYPE if resource_id is None
               else Interaction.HISTORY_INSTANCE, resource_type)
-    async with db.read() as conn:
+    if resource_type == AUDIT_EVENT:
+        raise MethodNotAllowed("the audit trail has no history: its entries never change")
+    async with audited(access), db.read() as conn:
         content = await history(conn, base=base_url(request, settings.public_url),
                                 resource_type=resource_type, resource_id=resource_id,
                                 pairs=request.query_params.multi_items(),
                                 default_count=settings.default_page_size,
-                                max_count=settings.max_page_size)
+                                max_count=settings.max_page_size, access=access)
     return fhir_json(content, pretty=wants_pretty(request))
 
 
@@ -117,26 +123,28 @@ async def metadata(request: Request, settings: SettingsDep) -> Response:
 @router.post("", summary="transaction or batch Bundle")
 @router.post("/", include_in_schema=False)
 async def transaction_or_batch(request: Request, settings: SettingsDep, db: DatabaseDep,
-                               blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
+                               blobs: BlobStoreDep, access: AccessDep) -> Response:
     check_acceptable(request)
     data = await read_json_resource(request, settings.max_body_bytes)
     context = transaction.BundleContext(
-        base_url(request, settings.public_url), principal, settings.default_page_size,
+        base_url(request, settings.public_url), access, settings.default_page_size,
         settings.max_page_size, prefer(request).get("return") == "representation", blobs)
-    return fhir_json(await transaction.process(db, data, context), pretty=wants_pretty(request))
+    async with audited(access):
+        content = await transaction.process(db, data, context)
+    return fhir_json(content, pretty=wants_pretty(request))
 
 
 @router.get("/{resource_type}", summary="search (GET)")
 @router.get("/{resource_type}/_search", include_in_schema=False)
 async def search_get(resource_type: str, request: Request, settings: SettingsDep,
-                     db: DatabaseDep, principal: PrincipalDep) -> Response:
-    return await _search_response(request, settings, db, principal, resource_type,
+                     db: DatabaseDep, access: AccessDep) -> Response:
+    return await _search_response(request, settings, db, access, resource_type,
                                   request.query_params.multi_items())
 
 
 @router.post("/{resource_type}/_search", summary="search (POST form)")
 async def search_post(resource_type: str, request: Request, settings: SettingsDep,
-                      db: DatabaseDep, principal: PrincipalDep) -> Response:
+                      db: DatabaseDep, access: AccessDep) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip()
     if media != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded")
@@ -145,7 +153,7 @@ async def search_post(resource_type: str, request: Request, settings: SettingsDe
         form = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"the form body cannot be parsed: {exc}") from exc
-    return await _search_response(request, settings, db, principal, resource_type,
+    return await _search_response(request, settings, db, access, resource_type,
                                   request.query_params.multi_items() + form)
 
 
@@ -157,34 +165,36 @@ def _is_raw_upload(request: Request, resource_type: str) -> bool:
 
 @router.post("/{resource_type}", summary="create (a Binary also as raw bytes)")
 async def create(resource_type: str, request: Request, settings: SettingsDep,
-                 db: DatabaseDep, blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
+                 db: DatabaseDep, blobs: BlobStoreDep, access: AccessDep) -> Response:
+    interactions.check_writable(resource_type)
     if _is_raw_upload(request, resource_type):
-        authorize(principal, Interaction.CREATE, resource_type)
-        return await _raw_upload(request, settings, db, blobs)
+        authorize(access.principal, Interaction.CREATE, resource_type)
+        return await _raw_upload(request, settings, access, blobs)
     resource = await _incoming_resource(request, settings, resource_type)
-    authorize(principal, Interaction.CREATE, resource_type)
+    authorize(access.principal, Interaction.CREATE, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
     filing.check_method(resource_type, "POST", conditional=bool(if_none_exist))
     if if_none_exist:
-        authorize(principal, Interaction.SEARCH, resource_type)
+        authorize(access.principal, Interaction.SEARCH, resource_type)
     blob = None
     if resource_type == "Binary":
         resource, blob = await binaries.store_inline(blobs, resource)
-    async with db.write() as conn:
+    async with audited(access), access.transaction(db) as conn:
         if if_none_exist:
             written = await interactions.conditional_create(conn, resource,
-                                                            if_none_exist.lstrip("?"))
+                                                            if_none_exist.lstrip("?"),
+                                                            access=access)
         elif blob is not None:
-            written = await binaries.create_binary(conn, blobs, resource, blob)
+            written = await binaries.create_binary(conn, blobs, resource, blob, access=access)
         elif resource_type == "DocumentReference":
             written = await filing.file_document(
-                conn, resource, base=base_url(request, settings.public_url), filed_by=principal)
+                conn, resource, base=base_url(request, settings.public_url), access=access)
         else:
-            written = await interactions.create(conn, resource)
+            written = await interactions.create(conn, resource, access=access)
     return _written_response(request, settings, written)
 
 
-async def _raw_upload(request: Request, settings: Settings, db: Database,
+async def _raw_upload(request: Request, settings: Settings, access: Access,
                       blobs: BlobStore) -> Response:
     check_acceptable(request)
     declared = request.headers.get("content-length")
@@ -194,21 +204,23 @@ async def _raw_upload(request: Request, settings: Settings, db: Database,
     resource = binaries.raw_binary_resource(request.headers["content-type"],
                                             request.headers.get("x-security-context"))
     blob = await binaries.store_stream(blobs, request.stream(), settings.max_binary_bytes)
-    async with db.write() as conn:
-        written = await binaries.create_binary(conn, blobs, resource, blob)
+    db: Database = request.app.state.database
+    async with audited(access), access.transaction(db) as conn:
+        written = await binaries.create_binary(conn, blobs, resource, blob, access=access)
     return _written_response(request, settings, written)
 
 
 @router.put("/{resource_type}", summary="conditional update")
 async def conditional_update(resource_type: str, request: Request, settings: SettingsDep,
-                             db: DatabaseDep, principal: PrincipalDep) -> Response:
+                             db: DatabaseDep, access: AccessDep) -> Response:
+    interactions.check_writable(resource_type)
     filing.check_method(resource_type, "PUT")
     resource = await _incoming_resource(request, settings, resource_type)
-    authorize(principal, Interaction.SEARCH, resource_type)
-    authorize(principal, Interaction.UPDATE, resource_type)
-    async with db.write() as conn:
+    authorize(access.principal, Interaction.SEARCH, resource_type)
+    authorize(access.principal, Interaction.UPDATE, resource_type)
+    async with audited(access), access.transaction(db) as conn:
         written = await interactions.conditional_update(conn, resource_type, request.url.query,
-                                                        resource, actor=principal)
+                                                        resource, access=access)
     return _written_response(request, settings, written)
 
 
@@ -220,22 +232,26 @@ async def conditional_delete(resource_type: str, principal: PrincipalDep) -> Res
 
 @router.get("/{resource_type}/_history", summary="type history")
 async def type_history(resource_type: str, request: Request, settings: SettingsDep,
-                       db: DatabaseDep, principal: PrincipalDep) -> Response:
-    return await _history_response(request, settings, db, principal, resource_type, None)
+                       db: DatabaseDep, access: AccessDep) -> Response:
+    return await _history_response(request, settings, db, access, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}", summary="read (a Binary: ITI-68, the bytes)")
 async def read(resource_type: str, resource_id: str, request: Request,
-               db: DatabaseDep, blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
+               db: DatabaseDep, blobs: BlobStoreDep, access: AccessDep) -> Response:
     if resource_type == "Binary":
-        authorize(principal, Interaction.READ, resource_type)
-        return await _binary_response(request, db, blobs, resource_id)
+        authorize(access.principal, Interaction.READ, resource_type)
+        return await _binary_response(request, db, blobs, resource_id, access)
     check_acceptable(request)
     interactions.check_type(resource_type)
-    authorize(principal, Interaction.READ, resource_type)
-    async with db.read() as conn:
-        content, version_id, last_updated = await interactions.read(conn, resource_type,
-                                                                    resource_id)
+    authorize(access.principal, Interaction.READ, resource_type)
+    async with audited(access), db.read() as conn:
+        if resource_type == AUDIT_EVENT:
+            content, version_id, last_updated = await audit_trail.read(conn, access,
+                                                                       resource_id)
+        else:
+            content, version_id, last_updated = await interactions.read(
+                conn, resource_type, resource_id, access)
     headers = {"ETag": etag(version_id), "Last-Modified": http_date(last_updated)}
     return fhir_json(content, headers=headers, pretty=wants_pretty(request))
 
@@ -257,10 +273,10 @@ def _binary_resource_response(binary: binaries.StoredBinary, blobs: BlobStore) -
 
 
 async def _binary_response(request: Request, db: Database, blobs: BlobStore,
-                           binary_id: str) -> Response:
+                           binary_id: str, access: Access) -> Response:
     """ITI-68 Retrieve Document: the bytes (with Range), or the Binary resource as FHIR JSON."""
-    async with db.read() as conn:
-        binary = await binaries.stored_binary(conn, binary_id)
+    async with audited(access), db.read() as conn:
+        binary = await binaries.stored_binary(conn, binary_id, access)
     content = binary.content
     if _wants_fhir_resource(request):
         return _binary_resource_response(binary, blobs)
@@ -286,45 +302,48 @@ async def _binary_response(request: Request, db: Database, blobs: BlobStore,
 
 @router.patch("/{resource_type}/{resource_id}", summary="patch (JSON Patch, FHIRPath Patch)")
 async def patch(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
-                db: DatabaseDep, principal: PrincipalDep) -> Response:
+                db: DatabaseDep, access: AccessDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
+    interactions.check_writable(resource_type)
     filing.check_method(resource_type, "PATCH")
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     change = patch_from_request(media, await read_body(request, settings.max_body_bytes),
                                 resource_type)
-    authorize(principal, Interaction.UPDATE, resource_type)
+    authorize(access.principal, Interaction.UPDATE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
-    async with db.write() as conn:
+    async with audited(access), access.transaction(db) as conn:
         written = await interactions.patch(conn, resource_type, resource_id, change,
-                                           if_match=if_match, actor=principal)
+                                           if_match=if_match, access=access)
     return _written_response(request, settings, written)
 
 
 @router.put("/{resource_type}/{resource_id}", summary="update (or create with this id)")
 async def update(resource_type: str, resource_id: str, request: Request, settings: SettingsDep,
-                 db: DatabaseDep, principal: PrincipalDep) -> Response:
+                 db: DatabaseDep, access: AccessDep) -> Response:
+    interactions.check_writable(resource_type)
     interactions.check_id(resource_id)
     filing.check_method(resource_type, "PUT")
     resource = await _incoming_resource(request, settings, resource_type)
-    authorize(principal, Interaction.UPDATE, resource_type)
+    authorize(access.principal, Interaction.UPDATE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
-    async with db.write() as conn:
+    async with audited(access), access.transaction(db) as conn:
         written = await interactions.update(conn, resource_type, resource_id, resource,
-                                            if_match=if_match, actor=principal)
+                                            if_match=if_match, access=access)
     return _written_response(request, settings, written)
 
 
 @router.delete("/{resource_type}/{resource_id}", summary="delete (logical)")
 async def delete(resource_type: str, resource_id: str, request: Request,
-                 db: DatabaseDep, principal: PrincipalDep) -> Response:
+                 db: DatabaseDep, access: AccessDep) -> Response:
     interactions.check_type(resource_type)
+    interactions.check_writable(resource_type)
     filing.check_method(resource_type, "DELETE")
-    authorize(principal, Interaction.DELETE, resource_type)
+    authorize(access.principal, Interaction.DELETE, resource_type)
     if_match = parse_if_match(request.headers.get("if-match"))
-    async with db.write() as conn:
+    async with audited(access), access.transaction(db) as conn:
         version_id = await interactions.delete(conn, resource_type, resource_id,
-                                               if_match=if_match)
+                                               if_match=if_match, access=access)
     headers = {"ETag": etag(version_id)} if version_id is not None else {}
     return Response(status_code=204, headers=headers)
 
@@ -332,26 +351,31 @@ async def delete(resource_type: str, resource_id: str, request: Request,
 @router.get("/{resource_type}/{resource_id}/_history", summary="instance history")
 async def instance_history(resource_type: str, resource_id: str, request: Request,
                            settings: SettingsDep, db: DatabaseDep,
-                           principal: PrincipalDep) -> Response:
-    return await _history_response(request, settings, db, principal, resource_type,
+                           access: AccessDep) -> Response:
+    return await _history_response(request, settings, db, access, resource_type,
                                    resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="vread")
 async def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
-                db: DatabaseDep, blobs: BlobStoreDep, principal: PrincipalDep) -> Response:
+                db: DatabaseDep, blobs: BlobStoreDep, access: AccessDep) -> Response:
     check_acceptable(request)
     interactions.check_type(resource_type)
-    authorize(principal, Interaction.VREAD, resource_type)
+    authorize(access.principal, Interaction.VREAD, resource_type)
     version = parse_version(version_id)
     if resource_type == "Binary":  # immutable: its one version, with its data
-        async with db.read() as conn:
-            binary = await binaries.stored_binary(conn, resource_id)
+        async with audited(access), db.read() as conn:
+            binary = await binaries.stored_binary(conn, resource_id, access, Interaction.VREAD)
         if binary.version_id != version:
             raise NotFound(f"Binary/{resource_id} has no version {version}")
         return _binary_resource_response(binary, blobs)
-    async with db.read() as conn:
-        content, last_updated = await interactions.vread(conn, resource_type, resource_id,
-                                                         version)
+    async with audited(access), db.read() as conn:
+        if resource_type == AUDIT_EVENT:
+            content, _, last_updated = await audit_trail.read(conn, access, resource_id)
+            if version != 1:
+                raise not_known(AUDIT_EVENT, f"{resource_id}/_history/{version}")
+        else:
+            content, last_updated = await interactions.vread(conn, resource_type, resource_id,
+                                                             version, access)
     headers = {"ETag": etag(version), "Last-Modified": http_date(last_updated)}
     return fhir_json(content, headers=headers, pretty=wants_pretty(request))

@@ -14,13 +14,13 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.principal import Principal
+from auth.policy import Interaction, visible_clause
 from fhir_profiles.outcome import Issue, operation_outcome
 from fhir_profiles.structure import model_class
-from service.access import authorize_search
+from service.access import Access, authorize_search, visible_filters
 from service.errors import BadRequest
 from service.fhir.bundles import bundle, entry
-from storage.search.criteria import SearchQuery, parse_query
+from storage.search.criteria import ReferenceValue, SearchQuery, TokenValue, parse_query
 from storage.search.query import (
     Match,
     count_matches,
@@ -39,7 +39,7 @@ class SearchRequest:
     resource_type: str
     pairs: list[tuple[str, str]]
     base: str
-    principal: Principal
+    access: Access
     strict: bool
     default_count: int
     max_count: int
@@ -48,30 +48,47 @@ class SearchRequest:
 async def search(conn: AsyncConnection, request: SearchRequest) -> bytes:
     query = parse_query(request.resource_type, request.pairs,
                         default_count=request.default_count, max_count=request.max_count)
-    authorize_search(request.principal, query)
+    access = request.access
+    authorize_search(access.principal, query)
     if query.unknown and request.strict:
         raise BadRequest(f"unknown or unsupported search parameter(s): "
                          f"{', '.join(query.unknown)}", expression=query.unknown[0])
+    audit_query = f"{request.resource_type}?{urlencode(request.pairs)}"
+    patient_id = one_patient(query)
+    if patient_id is not None and not access.internal:
+        await access.check_record(conn, Interaction.SEARCH, request.resource_type, patient_id,
+                                  audit_query)
+    elif access.emergency is not None:
+        raise BadRequest("[emergency-one-patient] an emergency access is to one patient's "
+                         "record: search with patient=<id>", expression="patient")
+    viewer = await access.viewer(conn)
+    filters = visible_filters(viewer)
     if query.summary == "count":
-        return bundle("searchset", [], total=await count_matches(conn, query),
+        counted = await count_matches(conn, query, filters)
+        access.note_results(Interaction.SEARCH, [], audit_query, patient_id)
+        return bundle("searchset", [], total=counted,
                       links=[("self", _link(request, query.cursor))])
 
-    page = await search_page(conn, query)
+    page = await search_page(conn, query, filters)
     total: int | None = None
     if query.total != "none":
         # A first page that holds every match is its own count: no second query.
         complete = not query.cursor and not page.has_more
-        total = len(page.matches) if complete else await count_matches(conn, query)
+        total = len(page.matches) if complete else await count_matches(conn, query, filters)
     entries = [entry(f"{request.base}/{m.resource_type}/{m.resource_id}",
                      _shape(m.content, query), search={"mode": "match"})
                for m in page.matches]
     seen = {m.pk for m in page.matches}
+    returned = [(m.patient_id, f"{m.resource_type}/{m.resource_id}") for m in page.matches]
     for spec in query.includes:
-        for inc in await included_resources(conn, spec, page.matches):
+        for inc in await included_resources(conn, spec, page.matches,
+                                            lambda table: visible_clause(table, viewer)):
             if inc.pk not in seen:
                 seen.add(inc.pk)
+                returned.append((inc.patient_id, f"{inc.resource_type}/{inc.resource_id}"))
                 entries.append(entry(f"{request.base}/{inc.resource_type}/{inc.resource_id}",
                                      inc.content, search={"mode": "include"}))
+    access.note_results(Interaction.SEARCH, returned, audit_query, patient_id)
     if query.unknown:
         outcome = operation_outcome([Issue(f"ignored unknown or unsupported search parameter "
                                            f"{name!r}", "not-supported", "warning",
@@ -79,6 +96,25 @@ async def search(conn: AsyncConnection, request: SearchRequest) -> bytes:
         entries.append(entry(None, orjson.dumps(outcome), search={"mode": "outcome"}))
     return bundle("searchset", entries, total=total, links=_links(request, query, page.matches,
                                                                   page.has_more))
+
+
+_PATIENT_PARAMS = ("patient", "subject")
+
+
+def one_patient(query: SearchQuery) -> str | None:
+    """The one record a search is aimed at (``patient=<id>``, or a Patient by ``_id``)."""
+    for criterion in query.criteria:
+        aimed = criterion.name in _PATIENT_PARAMS or (query.resource_type == "Patient"
+                                                      and criterion.name == "_id")
+        if (not aimed or criterion.modifier is not None or criterion.chain is not None
+                or len(criterion.values) != 1):
+            continue
+        value = criterion.values[0]
+        if isinstance(value, ReferenceValue) and value.target_type in (None, "Patient"):
+            return value.target_id
+        if isinstance(value, TokenValue) and value.code is not None:
+            return value.code
+    return None
 
 
 def _links(request: SearchRequest, query: SearchQuery, matches: list[Match],

@@ -19,7 +19,7 @@ from auth.policy import Interaction
 from auth.principal import Principal
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
 from fhir_profiles.pdsm import FOLDER, list_kind
-from service.access import authorize
+from service.access import Access, authorize
 from service.documents import binaries, filing
 from service.errors import (
     BadRequest,
@@ -80,7 +80,7 @@ class Outcome:
 @dataclass(frozen=True)
 class BundleContext:
     base: str
-    principal: Principal
+    access: Access
     default_count: int
     max_count: int
     return_representation: bool
@@ -145,6 +145,8 @@ def _authorized(e: Entry | FhirError, principal: Principal) -> Entry | FhirError
     if isinstance(e, FhirError):
         return e
     try:
+        if e.method != "GET":
+            interactions.check_writable(e.resource_type)
         for interaction in _interactions(e):
             authorize(principal, interaction, e.resource_type)
     except FhirError as exc:
@@ -207,7 +209,7 @@ def _parse_entry(index: int, raw: Any, base: str) -> Entry:
 
 async def process(db: Database, data: dict[str, Any], context: BundleContext) -> bytes:
     kind, parsed = parse_entries(data, context.base)
-    parsed = [_authorized(e, context.principal) for e in parsed]
+    parsed = [_authorized(e, context.access.principal) for e in parsed]
     if kind == "transaction":
         errors = [e for e in parsed if isinstance(e, FhirError)]
         if errors:  # report every bad entry at once; nothing is written
@@ -220,7 +222,7 @@ async def process(db: Database, data: dict[str, Any], context: BundleContext) ->
                                               if e.method == "POST" and e.resource is not None])
         for e in entries:  # the bytes go to the blob store before the database transaction
             await _store_blob(e, context.blobs)
-        async with db.write() as conn:
+        async with context.access.transaction(db) as conn:
             return await _run_transaction(conn, entries, context, submission)
     outcomes = []
     for item in parsed:
@@ -251,7 +253,7 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
     documents = [e for e in entries if e.method == "POST" and e.resource_type ==
                  "DocumentReference" and e.resource is not None]
     try:
-        targets = await _assign_targets(conn, entries)
+        targets = await _assign_targets(conn, entries, context.access)
         if documents:
             resent = await filing.find_resent(conn, [e.resource for e in documents
                                                      if e.resource is not None])
@@ -264,11 +266,11 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
         for current in entries:
             if current.resource is not None:
                 current.resource = await _resolve_references(conn, current.resource, targets,
-                                                              context.principal)
+                                                              context.access)
         for current in sorted(entries, key=lambda e: _ORDER[e.method]):
             outcomes[current.index] = await _execute(conn, current, context)
         filed = filing.Filing(
-            conn, base=context.base, filed_by=context.principal,
+            conn, base=context.base, access=context.access,
             binaries=[binaries.content_of(e.resource_id, e.blob, e.resource) for e in entries
                       if e.blob is not None and e.resource_id and e.resource is not None],
             changed_here={f"{e.resource_type}/{e.resource_id}" for e in entries
@@ -328,12 +330,13 @@ def _failed(error: FhirError) -> Outcome:
                    outcome=operation_outcome(error.issues))
 
 
-async def _assign_targets(conn: AsyncConnection, entries: list[Entry]) -> dict[str, str]:
+async def _assign_targets(conn: AsyncConnection, entries: list[Entry],
+                          access: Access) -> dict[str, str]:
     """fullUrl -> ``Type/id`` for every entry that creates or updates a resource."""
     targets: dict[str, str] = {}
     for e in entries:
         try:
-            await _assign_target(conn, e)
+            await _assign_target(conn, e, access)
         except FhirError as exc:
             raise _located(exc, e.index) from exc
         if e.full_url and e.resource_id and e.method in ("POST", "PUT", "GET"):
@@ -341,12 +344,13 @@ async def _assign_targets(conn: AsyncConnection, entries: list[Entry]) -> dict[s
     return targets
 
 
-async def _assign_target(conn: AsyncConnection, e: Entry) -> None:
+async def _assign_target(conn: AsyncConnection, e: Entry, access: Access) -> None:
     """Decide the id an entry writes to: new, or the match of its conditional query."""
     if e.method == "POST":
         existing: list[str] = []
         if e.if_none_exist:
-            existing = await interactions.matching_ids(conn, e.resource_type, e.if_none_exist)
+            existing = await interactions.matching_ids(conn, e.resource_type, e.if_none_exist,
+                                                       access=access)
             if len(existing) > 1:
                 raise PreconditionFailed(
                     f"ifNoneExist {e.if_none_exist!r} matches several resources")
@@ -357,7 +361,7 @@ async def _assign_target(conn: AsyncConnection, e: Entry) -> None:
         else:
             e.query = ""
     elif e.method == "PUT" and e.resource_id is None:
-        ids = await interactions.matching_ids(conn, e.resource_type, e.query)
+        ids = await interactions.matching_ids(conn, e.resource_type, e.query, access=access)
         if len(ids) > 1:
             raise PreconditionFailed(f"{e.query!r} matches several resources")
         e.resource_id = ids[0] if ids else (e.resource or {}).get("id") or interactions.new_id()
@@ -366,12 +370,12 @@ async def _assign_target(conn: AsyncConnection, e: Entry) -> None:
 
 
 async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[str, str],
-                              principal: Principal) -> Any:
+                              access: Access) -> Any:
     if isinstance(node, list):
-        return [await _resolve_references(conn, item, targets, principal) for item in node]
+        return [await _resolve_references(conn, item, targets, access) for item in node]
     if not isinstance(node, dict):
         return node
-    resolved = {k: await _resolve_references(conn, v, targets, principal)
+    resolved = {k: await _resolve_references(conn, v, targets, access)
                 for k, v in node.items()}
     if isinstance(resolved.get("url"), str) and resolved["url"] in targets:
         resolved["url"] = targets[resolved["url"]]  # Attachment.url naming a Binary entry
@@ -384,8 +388,8 @@ async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[st
         elif "?" in reference and "/" not in reference.split("?", 1)[0]:
             rtype, _, query = reference.partition("?")
             interactions.check_type(rtype)
-            authorize(principal, Interaction.SEARCH, rtype)
-            ids = await interactions.matching_ids(conn, rtype, query)
+            authorize(access.principal, Interaction.SEARCH, rtype)
+            ids = await interactions.matching_ids(conn, rtype, query, access=access)
             if len(ids) != 1:
                 raise PreconditionFailed(
                     f"conditional reference {reference!r} matches {len(ids)} resources")
@@ -396,24 +400,26 @@ async def _resolve_references(conn: AsyncConnection, node: Any, targets: dict[st
 async def _execute(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outcome:
     if e.method == "DELETE":
         assert e.resource_id is not None
-        await interactions.delete(conn, e.resource_type, e.resource_id, if_match=e.if_match)
+        await interactions.delete(conn, e.resource_type, e.resource_id, if_match=e.if_match,
+                                  access=context.access)
         return Outcome("204 No Content")
     if e.method == "POST":
         assert e.resource is not None
         if e.blob is not None:
             return _written(await binaries.create_binary(conn, context.blobs, e.resource, e.blob,
-                                                         resource_id=e.resource_id))
+                                                         resource_id=e.resource_id,
+                                                         access=context.access))
         return _written(await interactions.create(conn, e.resource, resource_id=e.resource_id,
-                                                  method="POST"))
+                                                  method="POST", access=context.access))
     if e.method == "PUT":
         assert e.resource is not None and e.resource_id is not None
         return _written(await interactions.update(conn, e.resource_type, e.resource_id,
                                                   e.resource, if_match=e.if_match,
-                                                  actor=context.principal))
+                                                  access=context.access))
     if e.method == "PATCH":
         assert e.patch is not None and e.resource_id is not None
         return _written(await interactions.patch(conn, e.resource_type, e.resource_id, e.patch,
-                                                 if_match=e.if_match, actor=context.principal))
+                                                 if_match=e.if_match, access=context.access))
     return await _get(conn, e, context)
 
 
@@ -421,51 +427,56 @@ async def _get(conn: AsyncConnection, e: Entry, context: BundleContext) -> Outco
     if e.resource_id is None or e.resource_id == "_search":
         content = await search(conn, SearchRequest(
             e.resource_type, parse_qsl(e.query, keep_blank_values=True), context.base,
-            context.principal, strict=False, default_count=context.default_count,
+            context.access, strict=False, default_count=context.default_count,
             max_count=context.max_count))
         return Outcome("200 OK", resource=content)
     if e.resource_id == "_history" or e.sub_path == ["_history"]:
         content = await history(conn, base=context.base, resource_type=e.resource_type,
                                 resource_id=None if e.resource_id == "_history" else e.resource_id,
                                 pairs=parse_qsl(e.query), default_count=context.default_count,
-                                max_count=context.max_count)
+                                max_count=context.max_count, access=context.access)
         return Outcome("200 OK", resource=content)
     if e.sub_path[:1] == ["_history"] and len(e.sub_path) == 2:
         version = parse_version(e.sub_path[1])
         content, last_updated = await interactions.vread(conn, e.resource_type, e.resource_id,
-                                                         version)
+                                                         version, context.access)
         return Outcome("200 OK", etag=etag(version),
                        last_modified=fhir_instant(last_updated), resource=content)
     content, version_id, last_updated = await interactions.read(conn, e.resource_type,
-                                                                e.resource_id)
+                                                                e.resource_id, context.access)
     return Outcome("200 OK", location=f"{e.resource_type}/{e.resource_id}",
                    etag=etag(version_id), last_modified=fhir_instant(last_updated),
                    resource=content)
 
 
 async def _run_batch_entry(db: Database, e: Entry, context: BundleContext) -> Outcome:
+    access = context.access
+    noted = len(access.records)
     try:
         if e.method == "GET":
             async with db.read() as conn:
                 return await _get(conn, e, context)
-        async with db.write() as conn:
+        async with access.transaction(db) as conn:
             if e.method == "POST" and e.if_none_exist:
                 assert e.resource is not None
-                return _written(await interactions.conditional_create(conn, e.resource,
-                                                                      e.if_none_exist))
+                return _written(await interactions.conditional_create(
+                    conn, e.resource, e.if_none_exist, access=access))
             if e.method == "PUT" and e.resource_id is None:
                 assert e.resource is not None
                 return _written(await interactions.conditional_update(
-                    conn, e.resource_type, e.query, e.resource, actor=context.principal))
+                    conn, e.resource_type, e.query, e.resource, access=access))
             if e.resource is not None:
-                e.resource = await _resolve_references(conn, e.resource, {}, context.principal)
+                e.resource = await _resolve_references(conn, e.resource, {}, access)
             if e.method == "POST" and e.resource_type == "DocumentReference":
                 assert e.resource is not None
                 return _written(await filing.file_document(conn, e.resource, base=context.base,
-                                                           filed_by=context.principal))
+                                                           access=access))
             return await _execute(conn, e, context)
     except FhirError as exc:
+        access.failed_since(noted, exc.status)
         return _failed(exc)
     except StorageError as exc:
-        return _failed(from_storage_error(exc))
+        error = from_storage_error(exc)
+        access.failed_since(noted, error.status)
+        return _failed(error)
 

@@ -3,6 +3,8 @@
 from alembic import context
 from sqlmodel import SQLModel
 
+import storage.access
+import storage.audit
 import storage.directory
 import storage.documents
 import storage.oauth

@@ -152,3 +152,16 @@ def _add(entries: IndexEntries, param: SearchParam, value: Any) -> None:
             if param.only_targets and target_type not in param.targets:
                 continue
             entries.references.append((param.name, target_type, target_id[:TEXT_WIDTH]))
+
+
+def patient_of(resource: dict[str, Any]) -> str | None:
+    """Whose record a resource belongs to: its ``patient`` reference, or itself for a Patient."""
+    if resource["resourceType"] == "Patient":
+        return str(resource["id"]) if resource.get("id") else None
+    param = params_for(resource["resourceType"]).get("patient")
+    for path in param.paths if param is not None else ():
+        for value in values_at(resource, path):
+            for target_type, target_id in _references(value):
+                if target_type == "Patient":
+                    return target_id
+    return None

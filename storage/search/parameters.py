@@ -125,6 +125,10 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
         _p("author.given", "string", *(f"{path}.given" for path in _AUTHOR_NAME)),
         _p("author.family", "string", *(f"{path}.family" for path in _AUTHOR_NAME)),
         _p("isArchived", "token", "extension:isArchived.valueBoolean"),
+        # Who wrote the document, by national identifier: a masked document stays visible to
+        # its authors (auth/policy.py).
+        _p("author.identifier", "token", "author.resolve().identifier",
+           "author.resolve().practitioner.resolve().identifier"),
     ),
     "Binary": (),
     "List": (
@@ -154,6 +158,15 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
         _p("action", "token", "provision.action"),
         _p("period", "date", "provision.period"),
     ),
+    "CareTeam": (
+        _p("identifier", "token", "identifier"),
+        _patient_ref("subject"),
+        _p("subject", "reference", "subject", targets=("Patient",)),
+        _p("status", "token", "status"),
+        _p("participant", "reference", "participant.member",
+           targets=("Practitioner", "PractitionerRole", "Organization", "Patient")),
+        _p("category", "token", "category"),
+    ),
     "Communication": (
         _p("identifier", "token", "identifier"),
         _patient_ref("subject"),
@@ -167,16 +180,10 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
         _p("sent", "date", "sent"),
         _p("received", "date", "received"),
     ),
+    # Served from the audit log (service/fhir/audit_trail.py), one patient at a time.
     "AuditEvent": (
         _p("date", "date", "recorded"),
-        _p("type", "token", "type"),
-        _p("subtype", "token", "subtype"),
-        _p("action", "token", "action"),
-        _p("outcome", "token", "outcome"),
-        _p("agent", "reference", "agent.who",
-           targets=("Practitioner", "PractitionerRole", "Organization", "Patient", "Device")),
-        _p("entity", "reference", "entity.what"),
-        _patient_ref("agent.who", "entity.what"),
+        _patient_ref("entity.what"),
     ),
     "Subscription": (
         _p("status", "token", "status"),

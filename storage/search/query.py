@@ -9,7 +9,7 @@ page, so pages stay correct while new resources arrive.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ class Match:
     resource_id: str
     content: bytes
     sort_values: tuple[Any, ...]
+    patient_id: str | None = None  # whose record: the audit trail names it
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def _page_statement(query: SearchQuery, backwards: bool, b: Binder,
     """The page query; takes values in ``shapes.collect`` order (filters, cursor, limit)."""
     expressions = [_sort_expression(query.resource_type, key) for key in query.sort] + [R.pk]
     directions = [key.descending for key in query.sort] + [False]
-    stmt: Select[Any] = select(R.pk, R.resource_type, R.resource_id, R.content,
+    stmt: Select[Any] = select(R.pk, R.resource_type, R.resource_id, R.content, R.patient_id,
                                *expressions[:-1]).where(*_filters(query, b, extra))
     if query.cursor:
         if backwards:
@@ -269,7 +270,7 @@ async def search_page(conn: AsyncConnection, query: SearchQuery,
     else:
         rows = await fetch(conn, key, b, lambda binder: _page_statement(query, backwards, binder))
     limit = query.count or 0
-    matches = [Match(row[0], row[1], row[2], row[3], (*row[4:], row[0]))
+    matches = [Match(row[0], row[1], row[2], row[3], (*row[5:], row[0]), row[4])
                for row in rows[:limit]]
     if backwards:
         matches.reverse()
@@ -287,9 +288,14 @@ async def count_matches(conn: AsyncConnection, query: SearchQuery,
     return int(rows[0][0])
 
 
-async def included_resources(conn: AsyncConnection, spec: IncludeSpec,
-                             matches: Sequence[Match]) -> list[Match]:
-    """Resources named by ``_include`` / ``_revinclude`` for one page of matches."""
+async def included_resources(conn: AsyncConnection, spec: IncludeSpec, matches: Sequence[Match],
+                             visible: Callable[[Any], ColumnElement[bool] | None] | None = None,
+                             ) -> list[Match]:
+    """Resources named by ``_include`` / ``_revinclude`` for one page of matches.
+
+    ``visible`` gives the condition, on the included rows' table, of what the caller
+    may see (the access policy); None: everything.
+    """
     if not matches:
         return []
     target = ResourceRow.__table__.alias("target")  # type: ignore[attr-defined]
@@ -300,7 +306,7 @@ async def included_resources(conn: AsyncConnection, spec: IncludeSpec,
         pointing = or_(*(and_(REFERENCES.target_type == t, REFERENCES.target_id.in_(ids))
                          for t, ids in ids_by_type.items()))
         stmt = (select(target.c.pk, target.c.resource_type, target.c.resource_id,
-                       target.c.content)
+                       target.c.content, target.c.patient_id)
                 .join(ReferenceIndexRow.__table__,  # type: ignore[attr-defined]
                       REFERENCES.resource_pk == target.c.pk)
                 .where(REFERENCES.resource_type == spec.source_type,
@@ -308,7 +314,7 @@ async def included_resources(conn: AsyncConnection, spec: IncludeSpec,
                        target.c.deleted == false()))
     else:
         stmt = (select(target.c.pk, target.c.resource_type, target.c.resource_id,
-                       target.c.content)
+                       target.c.content, target.c.patient_id)
                 .join(ReferenceIndexRow.__table__,  # type: ignore[attr-defined]
                       and_(REFERENCES.target_type == target.c.resource_type,
                            REFERENCES.target_id == target.c.resource_id))
@@ -316,5 +322,8 @@ async def included_resources(conn: AsyncConnection, spec: IncludeSpec,
                        REFERENCES.param == spec.param, target.c.deleted == false()))
         if spec.target_type:
             stmt = stmt.where(target.c.resource_type == spec.target_type)
+    condition = visible(target) if visible is not None else None
+    if condition is not None:
+        stmt = stmt.where(condition)
     unique = {r[0]: r for r in (await conn.execute(stmt)).all()}
-    return [Match(r[0], r[1], r[2], r[3], ()) for r in unique.values()]
+    return [Match(r[0], r[1], r[2], r[3], (), r[4]) for r in unique.values()]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from auth.policy import Deny, Interaction, Permit, decide, scope_context
+from auth.policy import Deny, Interaction, Permit, scope_context
+from auth.policy import scope_decision as decide
 from auth.principal import App, Exercice, Patient, Principal, Professional
 from auth.scopes import ScopeSet
 

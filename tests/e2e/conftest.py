@@ -74,6 +74,17 @@ def live_server(database: Database, tmp_path: Path) -> Iterator[str]:
         yield base
 
 
+@pytest.fixture
+def integrator_server(database: Database, tmp_path: Path) -> Iterator[str]:
+    """As ``live_server``, with the demo app trusted as an operator (CARNET_OPERATOR_CLIENTS):
+    a hospital system that creates patients and reads back what it wrote."""
+    env = {"CARNET_DATABASE_URL": database.url, "CARNET_DATA_DIR": str(tmp_path),
+           "CARNET_OPERATOR_CLIENTS": '["demo-app"]'}
+    with running_carnet(["serve", "--demo"], env, tmp_path / "server.log",
+                        "/fhir/metadata") as base:
+        yield base
+
+
 def app_token(base: str, scope: str, issuer: str | None = None) -> str:
     """What a hospital system does first: client credentials at the provider's token endpoint."""
     response = httpx.post(f"{issuer or base + '/idp'}/token",

@@ -29,16 +29,16 @@ def connect(base: str, token: str | None = None) -> fhir_client.FHIRClient:
     return smart
 
 
-def test_third_party_client_reads_the_capability_statement(live_server: str) -> None:
-    smart = connect(live_server)
+def test_third_party_client_reads_the_capability_statement(integrator_server: str) -> None:
+    smart = connect(integrator_server)
     smart.prepare()
     assert smart.server.capabilityStatement.fhirVersion == "4.0.1"
     types = {r.type for r in smart.server.capabilityStatement.rest[0].resource}
     assert {"Patient", "DocumentReference", "Observation"} <= types
 
 
-def test_third_party_client_creates_searches_pages_and_reads(live_server: str) -> None:
-    server = connect(live_server, app_token(live_server, APP_SCOPE)).server
+def test_third_party_client_creates_searches_pages_and_reads(integrator_server: str) -> None:
+    server = connect(integrator_server, app_token(integrator_server, APP_SCOPE)).server
     created_ids = []
     for i in range(7):
         patient = Patient({"name": [{"family": "Fhirclient", "given": [f"Test{i}"]}],
@@ -60,8 +60,8 @@ def test_third_party_client_creates_searches_pages_and_reads(live_server: str) -
     assert read.meta.versionId == "1"
 
 
-def test_third_party_client_updates_and_follows_references(live_server: str) -> None:
-    server = connect(live_server, app_token(live_server, APP_SCOPE)).server
+def test_third_party_client_updates_and_follows_references(integrator_server: str) -> None:
+    server = connect(integrator_server, app_token(integrator_server, APP_SCOPE)).server
     patient_id = Patient({"name": [{"family": "Lien"}]}).create(server)["id"]
     observation = Observation({
         "status": "final",
@@ -84,9 +84,9 @@ DOCUMENT_SCOPE = ("system/Patient.crus system/DocumentReference.crus system/Bina
                   "system/List.crus")
 
 
-def test_third_party_client_files_a_document_bundle_and_finds_it(live_server: str) -> None:
+def test_third_party_client_files_a_document_bundle_and_finds_it(integrator_server: str) -> None:
     """ITI-65 then ITI-67 and ITI-68 with the client's own models."""
-    server = connect(live_server, app_token(live_server, DOCUMENT_SCOPE)).server
+    server = connect(integrator_server, app_token(integrator_server, DOCUMENT_SCOPE)).server
     by_ins = Patient.where(struct={"identifier": f"{INS_NIR_TEST}|{PATIENTS[1][1]}"}
                            ).perform_resources(server)
     assert len(by_ins) == 1

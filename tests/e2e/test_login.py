@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from service.demo import DOCUMENTS
 from storage.db import Database
 from tests.e2e.conftest import app_token, running_carnet
 
@@ -73,7 +74,9 @@ def test_professional_logs_in_with_pkce_and_reads_documents(live_server: str) ->
                "Accept": "application/fhir+json"}
     found = httpx.get(f"{live_server}/fhir/DocumentReference", headers=headers, timeout=10.0)
     assert found.status_code == 200
-    assert found.json()["total"] == 3  # the demo documents
+    # Dr Martin is the attending doctor of the demo patients who have documents: all of them,
+    # the one masked from professionals included.
+    assert found.json()["total"] == len(DOCUMENTS)
     me = httpx.get(f"{live_server}/idp/userinfo", headers=headers, timeout=10.0).json()
     assert me["SubjectNameID"] == "810000000001"
     refreshed = httpx.post(f"{live_server}/idp/token", data={

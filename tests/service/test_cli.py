@@ -15,6 +15,7 @@ from jose import jwt
 from auth.keys import KeyStore
 from fhir_profiles.ins import nir_problem
 from service.cli import main
+from service.demo import DOCUMENTS
 
 
 def test_help_lists_the_sub_commands() -> None:
@@ -39,7 +40,7 @@ def test_seed_demo_is_idempotent_and_prints_json(tmp_path: Path) -> None:
     assert seeded["attending_doctors"] and all(
         link["rpps"] in doctors for link in seeded["attending_doctors"])
     assert seeded["apps"][0]["client_id"] == "demo-app"
-    assert len(seeded["documents"]) == 3
+    assert len(seeded["documents"]) == len(DOCUMENTS)
     assert (tmp_path / "carnet.db").exists()
 
 
@@ -48,7 +49,7 @@ def test_blobs_gc_removes_only_unreferenced_blobs(tmp_path: Path) -> None:
     CliRunner().invoke(main, ["seed", "--demo"], env=env)
     blob_files = sorted(p for p in (tmp_path / "blobs").rglob("*")
                         if p.is_file() and "tmp" not in p.relative_to(tmp_path).parts)
-    assert len(blob_files) == 3  # the demo documents
+    assert len(blob_files) == len(DOCUMENTS)  # the demo documents' bytes
     orphan = tmp_path / "blobs" / "00" / "00" / ("0" * 64)
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"left by a failed transaction")

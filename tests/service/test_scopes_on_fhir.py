@@ -12,13 +12,14 @@ from storage.db import Database
 from tests.factories import (
     FHIR_JSON,
     IPP_SYSTEM,
+    authorise,
     file_document,
     ins_patient,
     ins_patient_resource,
     patient,
     stored_binary,
 )
-from tests.tokens import Tokens, bearer
+from tests.tokens import DOCTOR, Tokens, bearer
 
 NIR = "253072A07300443"
 LOOKUP_BY_INS = {"resourceType": "Parameters", "parameter": [
@@ -45,8 +46,10 @@ async def count(client: httpx.AsyncClient, resource_type: str) -> int:
 
 @pytest.fixture
 async def patient_id(client: httpx.AsyncClient, database: Database) -> str:
-    """A qualified INS patient (documents need one), also known by a local number."""
-    return await ins_patient(client, database, "Corse", "Marie", gender="female", ipp=NIR)
+    """A qualified INS patient (documents need one), also known by a local number: the
+    identity of the tests' patient tokens."""
+    return await ins_patient(client, database, "Corse", "Marie", gender="female",
+                             birth_date="1953-07-21", birth_place="2A073", nir=NIR, ipp=NIR)
 
 
 @pytest.fixture
@@ -299,6 +302,7 @@ async def test_a_patient_token_reads_with_patient_scopes(client: httpx.AsyncClie
 async def test_a_professional_with_scope_all_reads_searches_and_writes(
         client: httpx.AsyncClient, tokens: Tokens, patient_id: str, document_id: str) -> None:
     token = bearer(tokens.professional("openid scope_all"))
+    await authorise(client, patient_id, DOCTOR.rpps)
     read = await client.get(f"/fhir/Patient/{patient_id}", headers=token)
     assert read.status_code == 200, read.text
     search = await client.get("/fhir/DocumentReference",

@@ -14,6 +14,7 @@ from service.demo import INS_NIR_TEST, PATIENTS, seed_directories
 from service.settings import Settings
 from storage.db import Database
 from tests.factories import FHIR_JSON
+from tests.tokens import OPERATOR_APP
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -25,7 +26,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, keys_dir: Path) -> 
         blob_url = f"s3://carnet-{tmp_path.name.lower().replace('_', '-')[-40:]}/documents" \
                    f"?endpoint_url={endpoint}&region=eu-west-3"
     return Settings(data_dir=tmp_path, keys_dir=keys_dir, default_page_size=20,
-                    max_page_size=100, max_body_bytes=1024 * 1024, blob_url=blob_url,
+                    max_page_size=100, max_body_bytes=1024 * 1024,
+                    operator_clients=[OPERATOR_APP], blob_url=blob_url,
                     max_binary_bytes=4 * 1024 * 1024)
 
 

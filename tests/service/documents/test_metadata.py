@@ -10,9 +10,9 @@ import pytest
 
 from service.documents.metadata import IS_ARCHIVED
 from service.documents.samples import VISIBILITY_SYSTEM
-from tests.factories import FHIR_JSON, file_document
+from tests.factories import FHIR_JSON, authorise, file_document
 from tests.service.documents.conftest import issues
-from tests.tokens import PHARMACIST, Tokens, bearer
+from tests.tokens import DOCTOR, OTHER_DOCTOR, Tokens, bearer
 
 PATCH = {"Content-Type": "application/json-patch+json"}
 
@@ -94,9 +94,11 @@ async def test_the_author_withdraws_a_document(anonymous: httpx.AsyncClient, tok
                                               client: httpx.AsyncClient,
                                               document: dict[str, Any]) -> None:
     withdraw = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+    await authorise(client, document["subject"]["reference"].rpartition("/")[2],
+                    DOCTOR.rpps, OTHER_DOCTOR.rpps)
     other = await anonymous.patch(
         f"/fhir/DocumentReference/{document['id']}", content=orjson.dumps(withdraw),
-        headers={**PATCH, **bearer(tokens.professional(who=PHARMACIST))})
+        headers={**PATCH, **bearer(tokens.professional(who=OTHER_DOCTOR))})
     assert other.status_code == 403
     assert "[document-author-only]" in issues(other)[0]["diagnostics"]
     author = await anonymous.patch(

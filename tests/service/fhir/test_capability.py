@@ -38,8 +38,10 @@ async def test_each_advertised_search_parameter_is_accepted_strictly(
                "reference": "Patient/x"}
     for resource in rest["resource"]:
         for param in resource["searchParam"]:
-            response = await client.get(f"/fhir/{resource['type']}",
-                                        params={param["name"]: samples[param["type"]]},
+            params = {param["name"]: samples[param["type"]]}
+            if resource["type"] == "AuditEvent":  # the trail is searched one patient at a time
+                params.setdefault("patient", "Patient/x")
+            response = await client.get(f"/fhir/{resource['type']}", params=params,
                                         headers={"Prefer": "handling=strict"})
             assert response.status_code == 200, (resource["type"], param, response.text)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from fhir_profiles.consent import CHOICE_SYSTEM as CONSENT_CHOICE_SYSTEM
 from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
 
 
@@ -286,11 +287,13 @@ async def test_every_supported_type_can_be_created_and_read(client: httpx.AsyncC
         {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVsbG8="},
         {"resourceType": "List", "status": "current", "mode": "working"},
         {"resourceType": "Consent", "status": "active",
-         "scope": {"coding": [{"code": "patient-privacy"}]},
-         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}]},
+         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                               "code": "patient-privacy"}]},
+         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]},
+                      {"coding": [{"system": CONSENT_CHOICE_SYSTEM, "code": "emergency"}]}],
+         "patient": {"reference": "Patient/p"}, "provision": {"type": "deny"}},
         {"resourceType": "Communication", "status": "completed"},
-        {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
-         "agent": [{"requestor": True}], "source": {"observer": {"display": "Carnet"}}},
+        {"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p"}},
         {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": "x",
          "channel": {"type": "rest-hook", "endpoint": "https://app.example/hook"}},
         {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"}},

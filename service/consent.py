@@ -1,0 +1,127 @@
+"""The projection of a patient's choices into the tables the access policy reads.
+
+Whenever a Consent, a CareTeam or the Patient itself (its attending doctor,
+``generalPractitioner``) is written, the record's projection is rebuilt from
+every active Consent and CareTeam, in the same transaction: the next request
+sees the change, and nothing caches it. The record's lock serialises two
+concurrent changes to one record, so neither rebuild misses the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from auth.policy import app_actor, professional_actor
+from fhir_profiles.consent import CLIENT_ID_SYSTEM, choice_of, professional_idnat
+from service.errors import Unprocessable
+from storage import resources as repo
+from storage.access import RecordChoices, Relation, replace_record_choices
+from storage.search.criteria import parse_query
+from storage.search.query import search_page
+from storage.search.values import split_reference
+
+PROJECTED_TYPES = frozenset({"Patient", "Consent", "CareTeam"})
+_PAGE = 500
+
+
+async def refresh_record(conn: AsyncConnection, patient_id: str) -> None:
+    await repo.lock_key(conn, f"record:{patient_id}")
+    patient = await repo.current_content(conn, "Patient", patient_id)
+    attending = None
+    if patient is not None and patient.content is not None:
+        attending = await attending_doctor(conn, orjson.loads(patient.content))
+    closed = emergency_opposed = care_team_objection = False
+    actors: set[tuple[str, Relation]] = set()
+    for consent in await _active(conn, "Consent", patient_id):
+        choice = choice_of(consent)
+        if choice is None:
+            continue
+        if choice.code == "record":
+            closed = True
+        elif choice.code == "emergency":
+            emergency_opposed = True
+        elif choice.code == "care-team":
+            care_team_objection = True
+        elif choice.code == "professional":
+            relation = Relation.BLOCKED if choice.deny else Relation.AUTHORISED
+            for reference in choice.actors:
+                idnat = await practitioner_idnat(conn, reference)
+                if idnat is not None:
+                    actors.add((professional_actor(idnat), relation))
+        elif choice.code == "app":
+            actors.update((app_actor(ref["identifier"]["value"]), Relation.APP)
+                          for ref in choice.actors if _client_id(ref))
+    for team in await _active(conn, "CareTeam", patient_id):
+        for participant in team.get("participant") or []:
+            member = participant.get("member") if isinstance(participant, dict) else None
+            idnat = await practitioner_idnat(conn, member)
+            if idnat is not None:
+                actors.add((professional_actor(idnat), Relation.CARE_TEAM))
+    # Deny wins: an authorisation does not survive a block of the same professional.
+    blocked = {actor for actor, relation in actors if relation is Relation.BLOCKED}
+    actors = {(a, r) for a, r in actors if not (r is Relation.AUTHORISED and a in blocked)}
+    await replace_record_choices(conn, patient_id, RecordChoices(
+        closed, emergency_opposed, care_team_objection,
+        professional_actor(attending) if attending else None), actors)
+
+
+def _client_id(reference: dict[str, Any]) -> bool:
+    identifier = reference.get("identifier")
+    return (isinstance(identifier, dict) and identifier.get("system") == CLIENT_ID_SYSTEM
+            and isinstance(identifier.get("value"), str) and bool(identifier["value"]))
+
+
+async def _active(conn: AsyncConnection, resource_type: str,
+                  patient_id: str) -> list[dict[str, Any]]:
+    query = parse_query(resource_type, [("patient", patient_id), ("status", "active"),
+                                        ("_count", str(_PAGE))],
+                        default_count=_PAGE, max_count=_PAGE)
+    page = await search_page(conn, query)
+    return [orjson.loads(m.content) for m in page.matches]
+
+
+async def attending_doctor(conn: AsyncConnection, patient: dict[str, Any]) -> str | None:
+    """The idNat_PS of the patient's declared attending doctor (``generalPractitioner``)."""
+    for reference in patient.get("generalPractitioner") or []:
+        idnat = await practitioner_idnat(conn, reference)
+        if idnat is not None:
+            return idnat
+    return None
+
+
+async def practitioner_idnat(conn: AsyncConnection, reference: Any) -> str | None:
+    """A professional's idNat_PS from a reference: by identifier, or to a stored Practitioner."""
+    if not isinstance(reference, dict):
+        return None
+    if "identifier" in reference:
+        return professional_idnat(reference["identifier"])
+    target = reference.get("reference")
+    if not isinstance(target, str):
+        return None
+    target_type, target_id = split_reference(target)
+    if target_type != "Practitioner":
+        return None
+    found = await repo.current_content(conn, "Practitioner", target_id)
+    if found is None or found.content is None:
+        return None
+    for identifier in orjson.loads(found.content).get("identifier") or []:
+        idnat = professional_idnat(identifier)
+        if idnat is not None:
+            return idnat
+    return None
+
+
+async def check_consent_actors(conn: AsyncConnection, consent: dict[str, Any]) -> None:
+    """422 for a professional the Consent names but Carnet cannot identify."""
+    choice = choice_of({**consent, "status": "active"})
+    if choice is None or choice.code != "professional":
+        return
+    for index, reference in enumerate(choice.actors):
+        if await practitioner_idnat(conn, reference) is None:
+            raise Unprocessable(
+                "[consent-actor] the professional must be named by RPPS or idNat_PS identifier "
+                "or by a stored Practitioner that carries one",
+                expression=f"Consent.provision.actor[{index}].reference")

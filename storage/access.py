@@ -1,0 +1,235 @@
+"""What the access policy reads: each patient's choices, emergency accesses, the outbox.
+
+The patient's choices are FHIR ``Consent`` resources (kept with their history in
+the resource tables); this module holds their projection, rewritten in the
+same transaction as the Consent, so that the next request sees the change and
+a search can apply it in SQL:
+
+- ``record_policy``: one row per patient record: closed, emergency access
+  opposed, care-team access objected to, and the attending doctor;
+- ``record_actor``: who the patient blocked or authorised, who is in their care
+  team, which apps they granted;
+- ``emergency_access``: break-the-glass and SAMU (centre 15) accesses, each
+  with its stated reason and end;
+- ``outbox_event``: events for the patient's notifications, written in the
+  transaction that causes them (the dispatcher comes with messaging).
+
+Actors are keys such as ``idnat:810001234567`` or ``app:<client_id>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    false,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Field, SQLModel
+
+from storage.tables import RESOURCES, TOKENS, BigKey, ResourceId, table_of
+from storage.upsert import put_row
+
+
+class Relation(StrEnum):
+    BLOCKED = "blocked"
+    AUTHORISED = "authorised"
+    CARE_TEAM = "care-team"
+    APP = "app"
+
+
+@dataclass(frozen=True)
+class AccessLabels:
+    """What a stored resource tells the policy beyond its record (``patient_id`` is indexed)."""
+
+    category: str | None = None
+    masked: bool = False
+    hidden_from_patient: bool = False
+
+
+NO_LABELS = AccessLabels()
+
+
+class RecordPolicyRow(SQLModel, table=True):
+    __tablename__ = "record_policy"
+    __table_args__ = (Index("ix_record_policy_attending", "attending"),)
+
+    patient_id: str = Field(sa_column=Column(ResourceId, primary_key=True))
+    closed: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=false()))
+    emergency_opposed: bool = Field(sa_column=Column(Boolean, nullable=False,
+                                                     server_default=false()))
+    care_team_objection: bool = Field(sa_column=Column(Boolean, nullable=False,
+                                                       server_default=false()))
+    attending: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+
+
+class RecordActorRow(SQLModel, table=True):
+    __tablename__ = "record_actor"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "actor", "relation", name="uq_record_actor"),
+        Index("ix_record_actor_actor", "actor", "relation", "patient_id"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
+                                                          autoincrement=True))
+    patient_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    actor: str = Field(sa_column=Column(String(128), nullable=False))
+    relation: str = Field(sa_column=Column(String(16), nullable=False))
+
+
+class EmergencyAccessRow(SQLModel, table=True):
+    __tablename__ = "emergency_access"
+    __table_args__ = (Index("ix_emergency_actor", "actor", "patient_id", "expires_at"),)
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
+                                                          autoincrement=True))
+    patient_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    actor: str = Field(sa_column=Column(String(128), nullable=False))
+    mode: str = Field(sa_column=Column(String(16), nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    granted_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class OutboxEventRow(SQLModel, table=True):
+    __tablename__ = "outbox_event"
+    __table_args__ = (Index("ix_outbox_created", "created_at"),)
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
+                                                          autoincrement=True))
+    topic: str = Field(sa_column=Column(String(64), nullable=False))
+    patient_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+RECORD_POLICY = table_of(RecordPolicyRow)
+RECORD_ACTORS = table_of(RecordActorRow)
+EMERGENCY_ACCESS = table_of(EmergencyAccessRow)
+OUTBOX = table_of(OutboxEventRow)
+
+
+@dataclass(frozen=True)
+class RecordChoices:
+    """A record's policy row, as the projection of the patient's Consents writes it."""
+
+    closed: bool = False
+    emergency_opposed: bool = False
+    care_team_objection: bool = False
+    attending: str | None = None
+
+
+@dataclass(frozen=True)
+class Emergency:
+    mode: str
+    reason: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """Everything the policy needs about one record for one caller, read in one go."""
+
+    choices: RecordChoices
+    relations: frozenset[Relation]
+    emergency: Emergency | None
+
+
+async def replace_record_choices(conn: AsyncConnection, patient_id: str,
+                                 choices: RecordChoices,
+                                 actors: Iterable[tuple[str, Relation]]) -> None:
+    """Rewrite a record's projection (the caller holds the record's lock)."""
+    await put_row(conn, RECORD_POLICY, {"patient_id": patient_id},
+                  {"closed": choices.closed, "emergency_opposed": choices.emergency_opposed,
+                   "care_team_objection": choices.care_team_objection,
+                   "attending": choices.attending})
+    await conn.execute(delete(RECORD_ACTORS).where(RECORD_ACTORS.c.patient_id == patient_id))
+    rows = [{"patient_id": patient_id, "actor": actor, "relation": relation.value}
+            for actor, relation in sorted(set(actors))]
+    if rows:
+        await conn.execute(insert(RECORD_ACTORS), rows)
+
+
+async def record_state(conn: AsyncConnection, patient_id: str, actor: str,
+                       now: int) -> RecordState:
+    """One round trip: the record's choices, the actor's relations, a live emergency access."""
+    policy = RECORD_POLICY.c
+    relations = (select(RECORD_ACTORS.c.relation)
+                 .where(RECORD_ACTORS.c.patient_id == patient_id,
+                        RECORD_ACTORS.c.actor == actor))
+    emergency = (select(EMERGENCY_ACCESS.c.mode, EMERGENCY_ACCESS.c.reason,
+                        EMERGENCY_ACCESS.c.expires_at)
+                 .where(EMERGENCY_ACCESS.c.patient_id == patient_id,
+                        EMERGENCY_ACCESS.c.actor == actor,
+                        EMERGENCY_ACCESS.c.expires_at > now)
+                 .order_by(EMERGENCY_ACCESS.c.expires_at.desc()).limit(1))
+    row = (await conn.execute(select(
+        select(policy.closed).where(policy.patient_id == patient_id).scalar_subquery(),
+        select(policy.emergency_opposed).where(policy.patient_id == patient_id)
+        .scalar_subquery(),
+        select(policy.care_team_objection).where(policy.patient_id == patient_id)
+        .scalar_subquery(),
+        select(policy.attending).where(policy.patient_id == patient_id).scalar_subquery(),
+        select(_joined(conn, relations.subquery().c.relation)).scalar_subquery(),
+        select(emergency.subquery().c.mode).scalar_subquery(),
+        select(emergency.subquery().c.reason).scalar_subquery(),
+        select(emergency.subquery().c.expires_at).scalar_subquery(),
+    ))).one()
+    choices = RecordChoices(bool(row[0]), bool(row[1]), bool(row[2]), row[3])
+    found = frozenset(Relation(r) for r in (row[4] or "").split(",") if r)
+    live = Emergency(row[5], row[6], int(row[7])) if row[5] is not None else None
+    return RecordState(choices, found, live)
+
+
+def _joined(conn: AsyncConnection, column: ColumnElement[str]) -> ColumnElement[str]:
+    """A comma-joined aggregate: ``string_agg`` on PostgreSQL, ``group_concat`` on SQLite."""
+    if conn.dialect.name == "postgresql":
+        return func.string_agg(column, ",")
+    return func.group_concat(column, ",")
+
+
+async def open_emergency_access(conn: AsyncConnection, patient_id: str, actor: str, *,
+                                mode: str, reason: str, now: int, expires_at: int) -> None:
+    await conn.execute(insert(EMERGENCY_ACCESS).values(
+        patient_id=patient_id, actor=actor, mode=mode, reason=reason, granted_at=now,
+        expires_at=expires_at))
+
+
+async def add_outbox_event(conn: AsyncConnection, topic: str, patient_id: str,
+                           payload: dict[str, object], now: int) -> None:
+    await conn.execute(insert(OUTBOX).values(topic=topic, patient_id=patient_id,
+                                             payload=orjson.dumps(payload), created_at=now))
+
+
+async def outbox_events(conn: AsyncConnection, patient_id: str) -> list[tuple[str, bytes]]:
+    rows = (await conn.execute(select(OUTBOX.c.topic, OUTBOX.c.payload)
+                               .where(OUTBOX.c.patient_id == patient_id)
+                               .order_by(OUTBOX.c.pk))).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+async def record_of_identifier(conn: AsyncConnection, system: str, value: str) -> str | None:
+    """The Patient resource carrying this identifier (an INS): the patient's record id."""
+    pks = select(TOKENS.c.resource_pk).where(TOKENS.c.resource_type == "Patient",
+                                             TOKENS.c.param == "identifier",
+                                             TOKENS.c.code == value, TOKENS.c.system == system)
+    rows = (await conn.execute(
+        select(RESOURCES.c.resource_id).where(RESOURCES.c.pk.in_(pks),
+                                              RESOURCES.c.deleted == false()).limit(2))).all()
+    return rows[0][0] if len(rows) == 1 else None

@@ -1,0 +1,340 @@
+"""The tamper-evident audit trail: one hash chain of AuditEvents per patient.
+
+Audit volume equals read volume, so entries do not go through the generic
+``resource`` table (and its search indexes): they are appended to
+``audit_log`` and served from there. Each entry's ``hash`` covers the
+previous entry's hash, its place in the patient's chain and the exact bytes
+served, so editing, removing or reordering entries breaks the chain;
+``audit_chain`` keeps each patient's newest hash, so that cutting off the
+newest entries shows too. The chain cannot detect someone who rewrites the
+whole tail *and* the head: anchoring heads elsewhere is the answer to that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    bindparam,
+    func,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import Field, SQLModel
+
+from storage.tables import BigKey, ResourceId, table_of
+
+GENESIS = "0" * 64
+
+
+class AuditLogRow(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "seq", name="uq_audit_patient_seq"),
+        UniqueConstraint("event_id", name="uq_audit_event"),
+        Index("ix_audit_patient_pk", "patient_id", "pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
+                                                          autoincrement=True))
+    event_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    patient_id: str = Field(sa_column=Column(ResourceId, nullable=False))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    recorded: int = Field(sa_column=Column(BigInteger, nullable=False))
+    agent: str = Field(sa_column=Column(String(256), nullable=False))
+    outcome: str = Field(sa_column=Column(String(2), nullable=False))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+class AuditChainRow(SQLModel, table=True):
+    __tablename__ = "audit_chain"
+
+    patient_id: str = Field(sa_column=Column(ResourceId, primary_key=True))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    head: str = Field(sa_column=Column(String(64), nullable=False))
+
+
+AUDIT_LOG = table_of(AuditLogRow)
+AUDIT_CHAIN = table_of(AuditChainRow)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One AuditEvent to append; ``content`` is exactly what will be served."""
+
+    event_id: str
+    patient_id: str
+    recorded: int  # epoch microseconds
+    agent: str  # "idnat:...", "ins:...", "app:..."
+    outcome: str
+    content: bytes
+
+
+class StoredEntry(NamedTuple):
+    pk: int
+    event_id: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    patient_id: str
+    seq: int
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    patients: int = 0
+    problems: list[BrokenLink] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def link_hash(prev_hash: str, patient_id: str, seq: int, recorded: int, content: bytes) -> str:
+    """The one definition of a link, shared by append and verify."""
+    digest = hashlib.sha256(f"{prev_hash}\n{patient_id}\n{seq}\n{recorded}\n".encode())
+    digest.update(content)
+    return digest.hexdigest()
+
+
+def _insert_missing_chains(conn: AsyncConnection, patient_ids: list[str]) -> Any:
+    rows = [{"patient_id": p, "seq": 0, "head": GENESIS} for p in patient_ids]
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(AUDIT_CHAIN).values(rows).on_conflict_do_nothing(
+        index_elements=["patient_id"])
+
+
+_INSERT_ENTRIES = AUDIT_LOG.insert().returning(AUDIT_LOG.c.pk, sort_by_parameter_order=True)
+_UPDATE_HEAD = (update(AUDIT_CHAIN).where(AUDIT_CHAIN.c.patient_id == bindparam("chain"))
+                .values(seq=bindparam("new_seq"), head=bindparam("new_head")))
+
+
+async def append(conn: AsyncConnection, entries: Sequence[AuditEntry]) -> list[int]:
+    """Chain ``entries`` in the caller's transaction; their keys, in input order.
+
+    Four statements whatever the number of patients: create the missing chain
+    rows, lock them all (``FOR UPDATE``, in patient order, so that two batches
+    never wait on each other crosswise; SQLite serialises writers anyway),
+    insert every entry (one executemany), move the heads.
+    """
+    if not entries:
+        return []
+    by_patient: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        by_patient.setdefault(e.patient_id, []).append(i)
+    patients = sorted(by_patient)
+    await conn.execute(_insert_missing_chains(conn, patients))
+    chains = (await conn.execute(
+        select(AUDIT_CHAIN.c.patient_id, AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.head)
+        .where(AUDIT_CHAIN.c.patient_id.in_(patients))
+        .order_by(AUDIT_CHAIN.c.patient_id).with_for_update())).all()
+    rows: list[dict[str, Any]] = []
+    order: list[int] = []  # input index of each row
+    heads: list[dict[str, Any]] = []
+    for patient_id, seq, head in chains:
+        for i in by_patient[patient_id]:
+            e = entries[i]
+            seq += 1
+            linked = link_hash(head, patient_id, seq, e.recorded, e.content)
+            rows.append({"event_id": e.event_id, "patient_id": patient_id, "seq": seq,
+                         "recorded": e.recorded, "agent": e.agent, "outcome": e.outcome,
+                         "content": e.content, "prev_hash": head, "hash": linked})
+            order.append(i)
+            head = linked
+        heads.append({"chain": patient_id, "new_seq": seq, "new_head": head})
+    pks = (await conn.execute(_INSERT_ENTRIES, rows)).scalars().all()
+    await conn.execute(_UPDATE_HEAD, heads)
+    found = [0] * len(entries)
+    for i, pk in zip(order, pks, strict=True):
+        found[i] = pk
+    return found
+
+
+def _filters(patient_id: str, since: int | None, until: int | None) -> list[Any]:
+    conditions: list[Any] = [AUDIT_LOG.c.patient_id == patient_id]
+    if since is not None:
+        conditions.append(AUDIT_LOG.c.recorded >= since)
+    if until is not None:
+        conditions.append(AUDIT_LOG.c.recorded < until)
+    return conditions
+
+
+async def patient_entries(conn: AsyncConnection, patient_id: str, *, since: int | None = None,
+                          until: int | None = None, before_pk: int | None = None,
+                          limit: int) -> list[StoredEntry]:
+    """A patient's entries recorded in [since, until), newest first, below ``before_pk``."""
+    conditions = _filters(patient_id, since, until)
+    if before_pk is not None:
+        conditions.append(AUDIT_LOG.c.pk < before_pk)
+    rows = (await conn.execute(
+        select(AUDIT_LOG.c.pk, AUDIT_LOG.c.event_id, AUDIT_LOG.c.content).where(*conditions)
+        .order_by(AUDIT_LOG.c.pk.desc()).limit(limit))).all()
+    return [StoredEntry(*row) for row in rows]
+
+
+async def count_patient_entries(conn: AsyncConnection, patient_id: str, *,
+                                since: int | None = None, until: int | None = None) -> int:
+    total: int = (await conn.execute(select(func.count()).select_from(AUDIT_LOG)
+                                     .where(*_filters(patient_id, since, until)))).scalar_one()
+    return total
+
+
+async def entry_by_pk(conn: AsyncConnection, pk: int) -> tuple[str, bytes] | None:
+    """(patient_id, content)."""
+    row = (await conn.execute(select(AUDIT_LOG.c.patient_id, AUDIT_LOG.c.content)
+                              .where(AUDIT_LOG.c.pk == pk))).first()
+    return (row[0], row[1]) if row else None
+
+
+async def entry_by_event_id(conn: AsyncConnection, event_id: str) -> tuple[str, bytes] | None:
+    """(patient_id, content) of the AuditEvent with this id."""
+    row = (await conn.execute(select(AUDIT_LOG.c.patient_id, AUDIT_LOG.c.content)
+                              .where(AUDIT_LOG.c.event_id == event_id))).first()
+    return (row[0], row[1]) if row else None
+
+
+# -- verification ------------------------------------------------------------------
+
+_CHAIN_PAGE = 500
+_LOG_PAGE = 2000
+
+
+@dataclass
+class _Walk:
+    """One patient's chain as read so far."""
+
+    patient_id: str
+    chain_seq: int | None  # the head's seq in audit_chain (None: no chain row)
+    chain_head: str | None
+    seq: int = 0
+    prev: str = GENESIS
+    broken: bool = False
+
+
+async def verify_chains(conn: AsyncConnection) -> VerifyReport:
+    """Recompute every chain; report the first broken link of each patient.
+
+    Pages through ``audit_chain`` by patient and, for each page, through the
+    entries of that range of patients in (patient, seq) order, so memory stays
+    bounded. A page of heads is read before its entries: entries committed
+    later can only extend a chain past its head, never make it look cut.
+    """
+    report = VerifyReport()
+    after: str | None = None
+    while True:
+        query = select(AUDIT_CHAIN.c.patient_id, AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.head)
+        if after is not None:
+            query = query.where(AUDIT_CHAIN.c.patient_id > after)
+        heads = (await conn.execute(query.order_by(AUDIT_CHAIN.c.patient_id)
+                                    .limit(_CHAIN_PAGE))).all()
+        last_page = len(heads) < _CHAIN_PAGE
+        upto = None if last_page else heads[-1][0]
+        await _verify_range(conn, report, {p: (s, h) for p, s, h in heads}, after, upto)
+        if last_page:
+            return report
+        after = upto
+
+
+async def _verify_range(conn: AsyncConnection, report: VerifyReport,
+                        heads: dict[str, tuple[int, str]], after: str | None,
+                        upto: str | None) -> None:
+    """The entries of patients in (after, upto], checked against these heads."""
+    bounds: list[Any] = []
+    if after is not None:
+        bounds.append(AUDIT_LOG.c.patient_id > after)
+    if upto is not None:
+        bounds.append(AUDIT_LOG.c.patient_id <= upto)
+    seen: set[str] = set()
+    walk: _Walk | None = None
+    cursor: tuple[str, int] | None = None
+    while True:
+        conditions = list(bounds)
+        if cursor is not None:
+            conditions.append(tuple_(AUDIT_LOG.c.patient_id, AUDIT_LOG.c.seq) > cursor)
+        rows = (await conn.execute(
+            select(AUDIT_LOG.c.patient_id, AUDIT_LOG.c.seq, AUDIT_LOG.c.recorded,
+                   AUDIT_LOG.c.content, AUDIT_LOG.c.prev_hash, AUDIT_LOG.c.hash)
+            .where(*conditions).order_by(AUDIT_LOG.c.patient_id, AUDIT_LOG.c.seq)
+            .limit(_LOG_PAGE))).all()
+        for patient_id, seq, recorded, content, prev_hash, stored in rows:
+            if walk is None or walk.patient_id != patient_id:
+                if walk is not None:
+                    _finish(report, walk)
+                chain = heads.get(patient_id)
+                if chain is None:  # entries without a head: or a chain begun since?
+                    chain = await _current_head(conn, patient_id)
+                walk = (_Walk(patient_id, chain[0], chain[1]) if chain is not None
+                        else _Walk(patient_id, None, None))
+                seen.add(patient_id)
+                report.patients += 1
+                if chain is None:
+                    _broken(report, walk, seq, "no audit_chain row for these entries")
+            report.entries += 1
+            if not walk.broken:
+                _check_link(report, walk, seq, recorded, content, prev_hash, stored)
+        if len(rows) < _LOG_PAGE:
+            break
+        cursor = (rows[-1][0], rows[-1][1])
+    if walk is not None:
+        _finish(report, walk)
+    for patient_id in sorted(heads.keys() - seen):
+        chain_seq, chain_head = heads[patient_id]
+        report.patients += 1
+        if chain_seq > 0:
+            _broken(report, _Walk(patient_id, chain_seq, chain_head), 1,
+                    f"truncated: audit_chain is at seq {chain_seq} but no entry is left")
+
+
+async def _current_head(conn: AsyncConnection, patient_id: str) -> tuple[int, str] | None:
+    row = (await conn.execute(select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.head)
+                              .where(AUDIT_CHAIN.c.patient_id == patient_id))).first()
+    return (row[0], row[1]) if row else None
+
+
+def _broken(report: VerifyReport, walk: _Walk, seq: int, problem: str) -> None:
+    walk.broken = True
+    report.problems.append(BrokenLink(walk.patient_id, seq, problem))
+
+
+def _check_link(report: VerifyReport, walk: _Walk, seq: int, recorded: int, content: bytes,
+                prev_hash: str, stored: str) -> None:
+    expected = walk.seq + 1
+    if seq != expected:
+        _broken(report, walk, expected, f"seq gap: entry {expected} is missing (next is {seq})")
+        return
+    if prev_hash != walk.prev:
+        _broken(report, walk, seq, "prev_hash mismatch: does not match the previous entry's hash")
+        return
+    if link_hash(prev_hash, walk.patient_id, seq, recorded, content) != stored:
+        _broken(report, walk, seq, "hash mismatch: the entry was altered")
+        return
+    if seq == walk.chain_seq and stored != walk.chain_head:
+        _broken(report, walk, seq, "head mismatch: audit_chain's head is not this entry's hash")
+        return
+    walk.seq, walk.prev = seq, stored
+
+
+def _finish(report: VerifyReport, walk: _Walk) -> None:
+    """After the patient's last entry: the chain must reach its recorded head."""
+    if not walk.broken and walk.chain_seq is not None and walk.seq < walk.chain_seq:
+        _broken(report, walk, walk.seq + 1,
+                f"truncated: audit_chain is at seq {walk.chain_seq} but the entries end at "
+                f"seq {walk.seq}")
