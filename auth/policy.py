@@ -229,7 +229,12 @@ def decide(principal: Principal, action: Interaction, target: Target,
         return _patient_decision(action, target, context)
     if isinstance(principal, App):
         relations = context.record.relations if context.record else frozenset()
-        if context.operator or Relation.APP in relations:
+        if context.operator:
+            return Permit()
+        if Relation.APP in relations:
+            if target.labels.hidden_from_patient and action in _READS:
+                return Deny(Rule.INVISIBLE_TO_PATIENT, "this document is not yet visible to the "
+                            "patient, nor to the apps they granted", hidden=True)
             return Permit()
         return Deny(Rule.APP_NOT_GRANTED, "the patient has not granted this app access to "
                     "their record")
@@ -332,7 +337,8 @@ def visible_clause(table: Table, viewer: Viewer) -> ColumnElement[bool] | None:
         granted = select(RECORD_ACTORS.c.patient_id).where(
             RECORD_ACTORS.c.actor == actor_key(principal),
             RECORD_ACTORS.c.relation == Relation.APP.value)
-        return or_(c.patient_id.is_(None), c.patient_id.in_(granted))
+        return or_(c.patient_id.is_(None), and_(c.patient_id.in_(granted),
+                                                c.hidden_from_patient == false()))
     if isinstance(principal, Patient):
         if viewer.own_record is None:
             return directory

@@ -244,6 +244,14 @@ class Access:
             self.note(patient_id, action, decision, (), query=query, context=context)
             raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
 
+    async def is_attending(self, conn: AsyncConnection, patient_id: str | None) -> bool:
+        """Whether the caller is the patient's declared attending doctor."""
+        if patient_id is None or not isinstance(self.principal, Professional):
+            return False
+        state = await records.record_state(conn, patient_id, actor_key(self.principal),
+                                           now_micros())
+        return state.choices.attending == actor_key(self.principal)
+
     async def viewer(self, conn: AsyncConnection) -> Viewer:
         return Viewer(self.principal, await self.own_record(conn), now_micros(), self.internal,
                       self.operator)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from auth.principal import Principal
+from auth.principal import Patient, Principal
+from fhir_profiles.pdsm import security_codes
 from service.access import INTERNAL, is_author
 from service.errors import Forbidden, Unprocessable
 from storage.documents import FiledDocument
@@ -34,6 +35,38 @@ def changed_elements(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if _other_extensions(old) != _other_extensions(new):
         changed.append("extension")
     return [f"DocumentReference.{key}" for key in changed]
+
+
+_VISIBILITY_WHO = {
+    "MASQUE_PS": "the patient, the document's author or the attending doctor",
+    "INVISIBLE_PATIENT": "the document's author or the attending doctor",
+    "INVISIBLE_REPRESENTANTS_LEGAUX": "the document's author or the attending doctor",
+}
+
+
+def check_label_change(old: dict[str, Any], new: dict[str, Any], *, actor: Principal,
+                       trusted: bool, attending: bool) -> None:
+    """403 unless the caller may add or remove each visibility label that changed.
+
+    The patient masks and unmasks a document from professionals; only its author or
+    the attending doctor hides it from the patient, or shows it again; only its author
+    changes its confidentiality. ``trusted``: Carnet itself or an operator.
+    """
+    if trusted:
+        return
+    changed = security_codes(old) ^ security_codes(new)
+    author = is_author(actor, old)
+    for code in sorted(changed):
+        if code == "MASQUE_PS":
+            allowed = isinstance(actor, Patient) or author or attending
+        elif code in _VISIBILITY_WHO:
+            allowed = author or attending
+        else:
+            allowed = author
+        if not allowed:
+            who = _VISIBILITY_WHO.get(code, "the document's author")
+            raise Forbidden(f"access denied [document-label-change]: the {code} label is "
+                            f"changed only by {who}", expression="DocumentReference.securityLabel")
 
 
 def check_document_update(old: dict[str, Any], new: dict[str, Any],

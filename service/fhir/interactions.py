@@ -27,12 +27,13 @@ from fhir_profiles.pdsm import (
     document_reference_issues,
     folder_issues,
     list_kind,
+    security_codes,
     submission_set_issues,
 )
 from fhir_profiles.structure import is_fhir_type, validate_structure
 from service.access import Access, not_known, visible_filters
 from service.consent import PROJECTED_TYPES, check_consent_actors, refresh_record
-from service.documents.metadata import check_document_update
+from service.documents.metadata import check_document_update, check_label_change
 from service.errors import (
     BadRequest,
     Forbidden,
@@ -143,8 +144,8 @@ async def _check_write(conn: AsyncConnection, access: Access, action: Interactio
     """The policy on what a write leaves behind (and the attending doctor's declaration)."""
     await access.check(conn, action, resource["resourceType"], resource.get("id") or "",
                        facts_of(resource))
-    if (resource["resourceType"] == "Patient" and not access.internal
-            and not access.is_patient
+    if (resource["resourceType"] == "Patient"
+            and not (access.internal or access.operator or access.is_patient)
             and (old or {}).get("generalPractitioner") != resource.get("generalPractitioner")):
         raise Forbidden("access denied [attending-doctor-declared-by-patient]: the patient "
                         "declares their attending doctor (Patient.generalPractitioner)",
@@ -250,8 +251,14 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
         if existing is None or existing.deleted or existing.content is None:
             raise MethodNotAllowed("a document is filed with POST (ITI-65 transaction or "
                                    "DocumentReference create), not created by PUT")
-        check_document_update(orjson.loads(existing.content), resource, access.principal,
+        previous = orjson.loads(existing.content)
+        check_document_update(previous, resource, access.principal,
                               await registry.filed_document_by_id(conn, resource_id))
+        if security_codes(previous) != security_codes(resource):
+            check_label_change(previous, resource, actor=access.principal,
+                               trusted=access.internal or access.operator,
+                               attending=await access.is_attending(conn,
+                                                                   existing.access.patient_id))
     if existing is None:
         return await create(conn, resource, resource_id=resource_id, method=method,
                             access=access)

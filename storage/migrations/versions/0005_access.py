@@ -26,6 +26,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("hidden_from_patient", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
     op.create_index("ix_resource_patient", "resource", ["patient_id", "resource_type"])
+    _label_existing_resources()
     with op.batch_alter_table("binary_content") as batch:
         batch.add_column(sa.Column("document_id", _ID, nullable=True))
     op.create_table(
@@ -76,6 +77,65 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk"),
     )
     op.create_index("ix_outbox_created", "outbox_event", ["created_at"])
+
+
+_BATCH = 1000
+
+
+def _label_existing_resources() -> None:
+    """Give every stored resource its record and labels, as a write would have.
+
+    Without it, patient data stored before this revision would have no record and
+    no category, which the policy reads as directory data (open to every caller).
+    This data migration reads the labelling rules of today's code (the access
+    policy's ``labels_of``): the one place outside ``storage`` a migration uses.
+    """
+    import orjson
+
+    from auth.policy import labels_of
+    from storage.search.extract import patient_of
+
+    resources = sa.table("resource", sa.column("pk", sa.BigInteger()),
+                         sa.column("resource_type", sa.String()),
+                         sa.column("resource_id", sa.String()),
+                         sa.column("content", sa.LargeBinary()),
+                         sa.column("patient_id", sa.String()), sa.column("category", sa.String()),
+                         sa.column("masked", sa.Boolean()),
+                         sa.column("hidden_from_patient", sa.Boolean()))
+    versions = sa.table("resource_version", sa.column("resource_pk", sa.BigInteger()),
+                        sa.column("version_id", sa.Integer()),
+                        sa.column("content", sa.LargeBinary()))
+    # A deleted resource is labelled by its last content: its history stays under the rules.
+    last_content = (sa.select(versions.c.content)
+                    .where(versions.c.resource_pk == resources.c.pk,
+                           versions.c.content.is_not(None))
+                    .order_by(versions.c.version_id.desc()).limit(1).scalar_subquery())
+    connection = op.get_bind()
+    last = 0
+    while True:
+        rows = connection.execute(
+            sa.select(resources.c.pk, resources.c.resource_type, resources.c.resource_id,
+                      sa.func.coalesce(resources.c.content, last_content))
+            .where(resources.c.pk > last).order_by(resources.c.pk).limit(_BATCH)).all()
+        if not rows:
+            return
+        updates = []
+        for pk, resource_type, resource_id, content in rows:
+            if content is None:
+                continue
+            resource = {**orjson.loads(content), "resourceType": resource_type,
+                        "id": resource_id}
+            labels = labels_of(resource)
+            updates.append({"key": pk, "patient_id": patient_of(resource),
+                            "category": labels.category, "masked": labels.masked,
+                            "hidden_from_patient": labels.hidden_from_patient})
+        if updates:
+            connection.execute(
+                resources.update().where(resources.c.pk == sa.bindparam("key"))
+                .values(patient_id=sa.bindparam("patient_id"),
+                        category=sa.bindparam("category"), masked=sa.bindparam("masked"),
+                        hidden_from_patient=sa.bindparam("hidden_from_patient")), updates)
+        last = rows[-1][0]
 
 
 def downgrade() -> None:
