@@ -38,7 +38,7 @@ from sqlalchemy import (
 
 from auth.principal import App, Patient, Principal, Professional
 from fhir_profiles.access import access_category, open_categories
-from fhir_profiles.pdsm import security_codes
+from fhir_profiles.pdsm import class_code, security_codes
 from storage.access import (
     EMERGENCY_ACCESS,
     NO_LABELS,
@@ -129,6 +129,7 @@ _WITH_THE_RECORD = frozenset({DOCUMENT_LIST, CARE_TEAM})
 _PATIENT_WRITES = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient",
                              "Communication"})
 PATIENT_DOCUMENT = "patient-document"  # class 90
+PATIENT_CLASS = "90"  # TRE_A03: Autres documents déposés par le patient
 
 
 _CATEGORY_OF_TYPE = {"Patient": IDENTITY, "List": DOCUMENT_LIST, "CareTeam": CARE_TEAM,
@@ -146,6 +147,8 @@ def labels_of(resource: dict[str, Any]) -> AccessLabels:
     category = _CATEGORY_OF_TYPE.get(resource_type) or access_category(resource) or RESTRICTED
     if resource_type != "DocumentReference":
         return AccessLabels(category)
+    if class_code(resource) == PATIENT_CLASS:
+        category = PATIENT_DOCUMENT  # what the patient filed, whatever its type says
     labels = security_codes(resource)
     return AccessLabels(category, MASQUE_PS in labels, INVISIBLE_PATIENT in labels)
 

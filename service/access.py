@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from fastapi import Request
 from sqlalchemy import ColumnElement
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.policy import (
@@ -111,7 +113,8 @@ class EmergencyRequest:
 
 
 def emergency_request(request: Request) -> EmergencyRequest | None:
-    """``X-Access-Mode`` (TRE_R248) and the mandatory ``X-Access-Reason``; 400 if malformed."""
+    """``X-Access-Mode`` (TRE_R248) and the mandatory ``X-Access-Reason`` (percent-encoded
+    UTF-8 when not ASCII); 400 if malformed."""
     mode_text = request.headers.get("x-access-mode")
     if mode_text is None or mode_text == AccessMode.NORMAL.value:
         return None
@@ -120,7 +123,8 @@ def emergency_request(request: Request) -> EmergencyRequest | None:
     except ValueError:
         raise BadRequest(f"X-Access-Mode must be one of {', '.join(m.value for m in AccessMode)}",
                          expression="X-Access-Mode") from None
-    reason = (request.headers.get("x-access-reason") or "").strip()
+    # HTTP headers are ASCII: a reason in French arrives percent-encoded (UTF-8).
+    reason = unquote(request.headers.get("x-access-reason") or "").strip()
     if not reason:
         raise BadRequest("[emergency-reason-required] an emergency access states its reason in "
                          "X-Access-Reason", expression="X-Access-Reason")
@@ -185,6 +189,14 @@ class Access:
         if self.emergency is not None and state.emergency is None:
             state = await self._open_emergency(patient_id, state, now)
         return AccessContext(own_record=own, record=state, mode=self.mode)
+
+    async def open_emergency_before(self, patient_id: str) -> None:
+        """Open the emergency access before a search reads: its SQL must see the grant
+        (a read transaction that started earlier would not, on SQLite)."""
+        if self.emergency is None or self._database is None:
+            return
+        async with self._database.read() as conn:
+            await self.context(conn, patient_id)
 
     async def _open_emergency(self, patient_id: str, state: records.RecordState,
                               now: int) -> records.RecordState:
@@ -310,7 +322,7 @@ class Access:
             elif self._database is not None:
                 async with self._database.write() as conn:
                     await record_in(conn, pending)
-        except (AuditUnavailable, OSError) as exc:
+        except (AuditUnavailable, OSError, SQLAlchemyError) as exc:
             raise ServiceUnavailable("the access could not be recorded in the audit trail; "
                                      "try again") from exc
 

@@ -41,11 +41,12 @@ from service.fhir.http import (
 )
 from service.fhir.insi import ins_lookup_operation
 from service.fhir.patch import patch_from_request
-from service.fhir.search import SearchRequest, search
+from service.fhir.search import SearchRequest, one_patient, search
 from service.fhir.smart import smart_configuration
 from service.settings import Settings
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.search.criteria import parse_query
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 # Fixed paths first: the generic /{resource_type}/{resource_id} below would take them.
@@ -81,6 +82,12 @@ async def _search_response(request: Request, settings: Settings, db: Database,
     check_acceptable(request)
     interactions.check_type(resource_type)
     base = base_url(request, settings.public_url)
+    if access.emergency is not None and resource_type != AUDIT_EVENT:
+        aimed = one_patient(parse_query(resource_type, pairs,
+                                        default_count=settings.default_page_size,
+                                        max_count=settings.max_page_size))
+        if aimed is not None:
+            await access.open_emergency_before(aimed)
     async with audited(access), db.read() as conn:
         if resource_type == AUDIT_EVENT:
             content = await audit_trail.search(conn, access, pairs, base=base,

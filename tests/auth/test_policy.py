@@ -1,13 +1,25 @@
-"""decide(): SMART scopes, counted only in the context that fits the caller."""
+"""The decision point: SMART scopes first (counted only in the context that fits the
+caller), then the consent rules on one resource (decide)."""
 
 from __future__ import annotations
 
 import pytest
 
-from auth.policy import Deny, Interaction, Permit, scope_context
-from auth.policy import scope_decision as decide
+from auth.policy import (
+    AccessContext,
+    AccessMode,
+    Decision,
+    Deny,
+    Interaction,
+    Permit,
+    Target,
+    decide,
+    scope_context,
+    scope_decision,
+)
 from auth.principal import App, Exercice, Patient, Principal, Professional
 from auth.scopes import ScopeSet
+from storage.access import AccessLabels, Emergency, RecordChoices, RecordState, Relation
 
 NIR = "253072A07300443"
 INS_TEST = "urn:oid:1.2.250.1.213.1.4.10"
@@ -51,10 +63,11 @@ def test_interaction_names_are_the_fhir_ones() -> None:
 @pytest.mark.parametrize(("interaction", "letter"), NEEDS)
 def test_an_interaction_is_permitted_by_exactly_its_letter(
         context: str, interaction: Interaction, letter: str) -> None:
-    assert decide(principal(context, f"{context}/Patient.{letter}"), interaction,
+    assert scope_decision(principal(context, f"{context}/Patient.{letter}"), interaction,
                   "Patient") == Permit()
     others = "".join(p for p in "cruds" if p != letter)
-    denied = decide(principal(context, f"{context}/Patient.{others}"), interaction, "Patient")
+    denied = scope_decision(principal(context, f"{context}/Patient.{others}"), interaction,
+                            "Patient")
     assert isinstance(denied, Deny)
     assert denied.rule == "smart-scope"
     assert f"needs {context}/Patient.{letter}" in denied.reason
@@ -64,16 +77,16 @@ def test_an_interaction_is_permitted_by_exactly_its_letter(
 @pytest.mark.parametrize("context", ["system", "user", "patient"])
 def test_a_scope_on_another_type_permits_nothing(context: str) -> None:
     caller = principal(context, f"{context}/Observation.cruds")
-    assert isinstance(decide(caller, Interaction.READ, "Patient"), Deny)
-    assert decide(caller, Interaction.READ, "Observation") == Permit()
+    assert isinstance(scope_decision(caller, Interaction.READ, "Patient"), Deny)
+    assert scope_decision(caller, Interaction.READ, "Observation") == Permit()
 
 
 @pytest.mark.parametrize("context", ["system", "user", "patient"])
 def test_a_wildcard_scope_covers_every_type(context: str) -> None:
     caller = principal(context, f"{context}/*.rs")
     for resource_type in ("Patient", "DocumentReference", "Observation", "Binary"):
-        assert decide(caller, Interaction.SEARCH, resource_type) == Permit()
-        assert isinstance(decide(caller, Interaction.CREATE, resource_type), Deny)
+        assert scope_decision(caller, Interaction.SEARCH, resource_type) == Permit()
+        assert isinstance(scope_decision(caller, Interaction.CREATE, resource_type), Deny)
 
 
 @pytest.mark.parametrize(("kind", "foreign"), [
@@ -84,42 +97,42 @@ def test_a_wildcard_scope_covers_every_type(context: str) -> None:
 def test_scopes_of_another_context_count_for_nothing(kind: str, foreign: str) -> None:
     caller = principal(kind, f"openid scope_all {foreign}")
     for interaction, _letter in NEEDS:
-        decision = decide(caller, interaction, "DocumentReference")
+        decision = scope_decision(caller, interaction, "DocumentReference")
         assert isinstance(decision, Deny), interaction
         assert f"needs {kind}/DocumentReference." in decision.reason
 
 
 def test_identity_scopes_grant_nothing() -> None:
     caller = professional("openid offline_access scope_all")  # not expanded: built by hand
-    assert isinstance(decide(caller, Interaction.READ, "Patient"), Deny)
+    assert isinstance(scope_decision(caller, Interaction.READ, "Patient"), Deny)
 
 
 def test_v1_scopes_count_like_their_v2_letters() -> None:
     caller = app("system/Patient.read")
-    assert decide(caller, Interaction.READ, "Patient") == Permit()
-    assert decide(caller, Interaction.SEARCH, "Patient") == Permit()
-    assert isinstance(decide(caller, Interaction.UPDATE, "Patient"), Deny)
+    assert scope_decision(caller, Interaction.READ, "Patient") == Permit()
+    assert scope_decision(caller, Interaction.SEARCH, "Patient") == Permit()
+    assert isinstance(scope_decision(caller, Interaction.UPDATE, "Patient"), Deny)
 
 
 def test_ins_lookup_is_never_for_patients_whatever_their_scopes() -> None:
     caller = patient("patient/*.cruds user/*.cruds system/*.cruds")
-    decision = decide(caller, Interaction.INS_LOOKUP, "Patient")
+    decision = scope_decision(caller, Interaction.INS_LOOKUP, "Patient")
     assert isinstance(decision, Deny)
     assert decision.rule == "insi-professionals-only"
 
 
 @pytest.mark.parametrize("context", ["system", "user"])
 def test_ins_lookup_needs_patient_search_for_professionals_and_apps(context: str) -> None:
-    assert decide(principal(context, f"{context}/Patient.s"), Interaction.INS_LOOKUP,
+    assert scope_decision(principal(context, f"{context}/Patient.s"), Interaction.INS_LOOKUP,
                   "Patient") == Permit()
-    denied = decide(principal(context, f"{context}/Patient.cr"), Interaction.INS_LOOKUP,
+    denied = scope_decision(principal(context, f"{context}/Patient.cr"), Interaction.INS_LOOKUP,
                     "Patient")
     assert isinstance(denied, Deny)
     assert denied.rule == "smart-scope"
 
 
 def test_ins_lookup_needs_a_scope_in_the_callers_context() -> None:
-    decision = decide(professional("system/Patient.s"), Interaction.INS_LOOKUP, "Patient")
+    decision = scope_decision(professional("system/Patient.s"), Interaction.INS_LOOKUP, "Patient")
     assert isinstance(decision, Deny)
     assert decision.rule == "smart-scope"
 
@@ -127,4 +140,102 @@ def test_ins_lookup_needs_a_scope_in_the_callers_context() -> None:
 def test_every_interaction_has_a_permission() -> None:
     caller = app("system/*.cruds")
     for interaction in Interaction:
-        assert decide(caller, interaction, "Patient") == Permit()
+        assert scope_decision(caller, interaction, "Patient") == Permit()
+
+
+# --- the consent rules: decide() on one resource --------------------------------------------
+
+DOCTOR_KEY = "idnat:810000000001"
+
+
+def record(*relations: Relation, attending: str | None = None, closed: bool = False,
+           emergency_opposed: bool = False, care_team_objection: bool = False,
+           emergency: bool = False) -> AccessContext:
+    state = RecordState(RecordChoices(closed, emergency_opposed, care_team_objection,
+                                      attending), frozenset(relations),
+                        Emergency("bris_de_glace", "r", 1) if emergency else None)
+    return AccessContext(record=state)
+
+
+def document(*labels: str, category: str = "consultation-report") -> Target:
+    return Target("DocumentReference", "p1", AccessLabels(
+        category, "MASQUE_PS" in labels, "INVISIBLE_PATIENT" in labels))
+
+
+def rule(decision: Decision) -> str | None:
+    return decision.rule if isinstance(decision, Deny) else None
+
+
+@pytest.mark.parametrize(("context", "expected"), [
+    (record(Relation.AUTHORISED), None),
+    (record(), "not-authorised"),
+    (record(Relation.CARE_TEAM), None),
+    (record(Relation.CARE_TEAM, care_team_objection=True), "care-team-objection"),
+    (record(Relation.AUTHORISED, Relation.BLOCKED), "professional-blocked"),
+    (record(Relation.BLOCKED, attending=DOCTOR_KEY), None),  # the attending doctor: never
+    (record(attending=DOCTOR_KEY, closed=True), "record-closed"),
+    (record(emergency=True), None),
+    (record(emergency=True, emergency_opposed=True), "not-authorised"),
+])
+def test_a_professional_opens_a_record_by_the_patients_choices(
+        context: AccessContext, expected: str | None) -> None:
+    assert rule(decide(professional("user/*.cruds"), Interaction.READ, document(),
+                       context)) == expected
+
+
+def test_emergency_mode_is_refused_when_the_patient_opposed_it() -> None:
+    context = record(emergency_opposed=True)
+    emergency = AccessContext(record=context.record, mode=AccessMode.BREAK_GLASS)
+    assert rule(decide(professional("user/*.cruds"), Interaction.READ, document(),
+                       emergency)) == "emergency-opposed"
+
+
+def test_the_matrix_and_masking_hide_documents() -> None:
+    doctor, context = professional("user/*.cruds"), record(Relation.AUTHORISED)
+    masked = decide(doctor, Interaction.READ, document("MASQUE_PS"), context)
+    assert isinstance(masked, Deny) and masked.hidden and masked.rule == "masked-from-professionals"
+    authored = Target("DocumentReference", "p1", AccessLabels("x", True, False), True)
+    assert rule(decide(doctor, Interaction.READ, authored, context)) == "profession-matrix"
+    pharmacist = Professional("810000000003", ScopeSet.parse("user/*.cruds"), "j", "a",
+                              idnat="810000000003", exercices=(Exercice("21", "C", None),))
+    imaging = decide(pharmacist, Interaction.READ, document(category="imaging"), context)
+    assert isinstance(imaging, Deny) and imaging.hidden and imaging.rule == "profession-matrix"
+    assert rule(decide(pharmacist, Interaction.READ, document(category="lab-result"),
+                       context)) is None
+
+
+def test_any_professional_files_into_a_record_not_closed_to_them() -> None:
+    doctor = professional("user/*.cruds")
+    assert rule(decide(doctor, Interaction.CREATE, document(), record())) is None
+    assert rule(decide(doctor, Interaction.CREATE, document(), record(Relation.BLOCKED))) == \
+        "professional-blocked"
+    assert rule(decide(doctor, Interaction.CREATE, document(), record(closed=True))) == \
+        "record-closed"
+
+
+def test_a_patient_reads_their_own_record_but_not_what_is_hidden_from_them() -> None:
+    me = patient("patient/*.cruds")
+    mine = AccessContext(own_record="p1")
+    assert rule(decide(me, Interaction.READ, document(), mine)) is None
+    hidden = decide(me, Interaction.READ, document("INVISIBLE_PATIENT"), mine)
+    assert isinstance(hidden, Deny) and hidden.hidden
+    elsewhere = decide(me, Interaction.READ, document(), AccessContext(own_record="p2"))
+    assert isinstance(elsewhere, Deny) and elsewhere.hidden
+    assert rule(decide(me, Interaction.CREATE, document(), mine)) == \
+        "patient-files-own-documents-only"
+    assert rule(decide(me, Interaction.CREATE, document(category="patient-document"),
+                       mine)) is None
+
+
+def test_an_app_needs_the_patients_grant() -> None:
+    lab = app("system/*.cruds")
+    assert rule(decide(lab, Interaction.READ, document(), record())) == "app-not-granted"
+    assert rule(decide(lab, Interaction.READ, document(), record(Relation.APP))) is None
+    hidden = decide(lab, Interaction.READ, document("INVISIBLE_PATIENT"), record(Relation.APP))
+    assert isinstance(hidden, Deny) and hidden.hidden
+    assert rule(decide(lab, Interaction.READ, document(), AccessContext(operator=True))) is None
+
+
+def test_scopes_come_first() -> None:
+    assert rule(decide(professional("user/Patient.r"), Interaction.READ, document(),
+                       record(Relation.AUTHORISED))) == "smart-scope"

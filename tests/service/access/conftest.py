@@ -118,3 +118,10 @@ def ids_of(bundle: dict[str, Any], resource_type: str = "DocumentReference",
     return {e["resource"]["id"] for e in bundle.get("entry", [])
             if e["resource"]["resourceType"] == resource_type
             and (mode is None or e["search"]["mode"] == mode)}
+
+
+def denial_rule(response: httpx.Response) -> str:
+    """The rule a 403 names (``access denied [<rule>]``)."""
+    assert response.status_code == 403, response.text
+    diagnostics: str = response.json()["issue"][0]["diagnostics"]
+    return diagnostics.split("access denied [", 1)[1].split("]", 1)[0]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.factories import give_consent
 from tests.service.access.conftest import (
     AUTHORISED,
     BLOCKED,
@@ -21,9 +22,9 @@ from tests.service.access.conftest import (
     STRANGER,
     Record,
     as_professional,
+    denial_rule,
     ids_of,
 )
-from tests.factories import give_consent
 from tests.tokens import Tokens, bearer
 
 Outcome = int | str  # 200, 404, or the rule a 403 names
@@ -75,10 +76,7 @@ def headers_for(kind: str, tokens: Tokens) -> dict[str, str]:
 
 
 def outcome_of(response: httpx.Response) -> Outcome:
-    if response.status_code == 403:
-        diagnostics: str = response.json()["issue"][0]["diagnostics"]
-        return diagnostics.split("[", 1)[1].split("]", 1)[0]
-    return response.status_code
+    return denial_rule(response) if response.status_code == 403 else response.status_code
 
 
 async def walk(client: httpx.AsyncClient, record: Record, headers: dict[str, str],
