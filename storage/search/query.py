@@ -115,8 +115,13 @@ def _value_clause(kind: str, value: Any, modifier: str | None,
     return clause
 
 
-def criterion_clause(resource_type: str, criterion: Criterion, b: Binder) -> ColumnElement[bool]:
-    """A WHERE clause on the resource table for one criterion."""
+def criterion_clause(resource_type: str, criterion: Criterion, b: Binder,
+                     visible: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+    """A WHERE clause on the resource table for one criterion.
+
+    ``visible`` (a condition on the resource table) limits the resources a chain may
+    follow: a search must not filter on what the caller may not see.
+    """
     if criterion.name == "_id":
         ids = [b.take("id") for _ in criterion.values]
         return R.resource_id.not_in(ids) if criterion.modifier == "not" else R.resource_id.in_(ids)
@@ -124,7 +129,7 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder) -> Col
         return or_(*(_date_clause(R.last_updated, R.last_updated + 1, v, b)
                      for v in criterion.values if isinstance(v, DateValue)))
     if criterion.either is not None:
-        return or_(*(criterion_clause(resource_type, alternative, b)
+        return or_(*(criterion_clause(resource_type, alternative, b, visible)
                      for alternative in criterion.either))
 
     index = _INDEX_FOR[criterion.type]
@@ -138,7 +143,9 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder) -> Col
         for target_type, chained in zip(target_types.split(","), inner, strict=True):
             targets = select(R.resource_id).where(
                 R.resource_type == target_type, R.deleted == false(),
-                criterion_clause(target_type, chained, b))
+                criterion_clause(target_type, chained, b, visible))
+            if visible is not None:
+                targets = targets.where(visible)
             per_target.append(and_(REFERENCES.target_type == target_type,
                                    REFERENCES.target_id.in_(targets)))
         return R.pk.in_(rows.where(or_(*per_target)))
@@ -151,8 +158,10 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder) -> Col
 
 def _filters(query: SearchQuery, b: Binder,
              extra: Sequence[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
+    """``extra`` also limits what chains follow (the access policy's condition)."""
+    visible = and_(*extra) if extra else None
     clauses = [R.resource_type == query.resource_type, R.deleted == false()]
-    clauses.extend(criterion_clause(query.resource_type, c, b) for c in query.criteria)
+    clauses.extend(criterion_clause(query.resource_type, c, b, visible) for c in query.criteria)
     clauses.extend(extra)
     return clauses
 

@@ -167,3 +167,16 @@ async def test_a_hidden_document_looks_exactly_like_a_missing_one(
     hidden_binary, missing_binary = record.binaries["imaging"], missing
     assert await answer(f"/fhir/Binary/{hidden_binary}", hidden_binary) == \
         await answer(f"/fhir/Binary/{missing_binary}", missing_binary)
+
+
+async def test_a_chain_does_not_follow_what_the_caller_may_not_see(
+        anonymous: httpx.AsyncClient, tokens: Tokens, record: Record) -> None:
+    """A SubmissionSet the pharmacist sees must not reveal, through a chained filter, that
+    the record holds an imaging report."""
+    pharmacist = as_professional(tokens, PHARMACIST)
+    for loinc, expected in (("18748-4", 0), ("11502-2", 1)):
+        found = await anonymous.get("/fhir/List", params={
+            "patient": record.patient_id, "code": "submissionset",
+            "item:DocumentReference.type": f"http://loinc.org|{loinc}"}, headers=pharmacist)
+        assert found.status_code == 200, found.text
+        assert found.json()["total"] == expected, loinc
