@@ -25,15 +25,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
     Table,
     and_,
     exists,
     false,
     or_,
     select,
-    true,
-    union,
 )
 
 from auth.principal import App, Patient, Principal, Professional
@@ -162,21 +159,21 @@ def scope_context(principal: Principal) -> str:
     return "system"
 
 
-def actor_key(principal: Principal) -> str:
-    """How the record tables name a caller."""
-    if isinstance(principal, Professional):
-        return f"idnat:{principal.idnat}"
-    if isinstance(principal, Patient):
-        return f"ins:{principal.ins}"
-    return f"app:{principal.client_id or principal.subject}"
-
-
 def professional_actor(idnat: str) -> str:
     return f"idnat:{idnat}"
 
 
 def app_actor(client_id: str) -> str:
     return f"app:{client_id}"
+
+
+def actor_key(principal: Principal) -> str:
+    """How the record tables name a caller."""
+    if isinstance(principal, Professional):
+        return professional_actor(principal.idnat)
+    if isinstance(principal, Patient):
+        return f"ins:{principal.ins}"
+    return app_actor(principal.client_id or principal.subject)
 
 
 def scope_decision(principal: Principal, interaction: Interaction,
@@ -351,43 +348,39 @@ def visible_clause(table: Table, viewer: Viewer) -> ColumnElement[bool] | None:
     assert isinstance(principal, Professional)
     actor = actor_key(principal)
     categories = sorted(open_categories(principal.profession_codes) | _WITH_THE_RECORD)
-    attending = select(RECORD_POLICY.c.patient_id).where(RECORD_POLICY.c.attending == actor)
-    unmasked = or_(c.masked == false(), _authored_by(c.pk, principal),
-                   c.patient_id.in_(attending))
+    # Correlated on the row's record (primary-key and index probes): a search of one
+    # patient's record checks its ten documents, not every record the caller may open.
+    attending = exists().where(RECORD_POLICY.c.patient_id == c.patient_id,
+                               RECORD_POLICY.c.attending == actor)
+    unmasked = or_(c.masked == false(), _authored_by(c.pk, principal), attending)
     return or_(directory, c.category == IDENTITY,
-               and_(c.category.in_(categories), c.patient_id.in_(_open_records(actor, viewer.now)),
+               and_(c.category.in_(categories), _record_open(c.patient_id, actor, viewer.now),
                     unmasked))
 
 
-def _open_records(actor: str, now: int) -> Select[tuple[str]]:
-    """The records a professional may open now: ``_record_decision`` for reads, in SQL."""
-    rp, ra, em = RECORD_POLICY.c, RECORD_ACTORS.c, EMERGENCY_ACCESS.c
+def _record_open(patient_id: ColumnElement[str], actor: str, now: int) -> ColumnElement[bool]:
+    """The record ``patient_id`` is open to the professional now: ``_record_decision`` for
+    reads, in SQL."""
+    rp = RECORD_POLICY.alias("open_record")
+    ra, em = RECORD_ACTORS.c, EMERGENCY_ACCESS.c
 
     def related(relation: Relation) -> ColumnElement[bool]:
-        return exists().where(ra.patient_id == rp.patient_id, ra.actor == actor,
+        return exists().where(ra.patient_id == rp.c.patient_id, ra.actor == actor,
                               ra.relation == relation.value)
 
-    live_emergency = exists().where(em.patient_id == rp.patient_id, em.actor == actor,
+    live_emergency = exists().where(em.patient_id == rp.c.patient_id, em.actor == actor,
                                     em.expires_at > now)
-    candidates = union(
-        select(rp.patient_id).where(rp.attending == actor),
-        select(ra.patient_id).where(ra.actor == actor, ra.relation.in_(
-            (Relation.AUTHORISED.value, Relation.CARE_TEAM.value))),
-        select(em.patient_id).where(em.actor == actor, em.expires_at > now),
-    )
-    return select(rp.patient_id).where(
-        rp.patient_id.in_(candidates), rp.closed == false(),
-        or_(rp.attending == actor,
+    return exists().where(
+        rp.c.patient_id == patient_id, rp.c.closed == false(),
+        or_(rp.c.attending == actor,
             and_(~related(Relation.BLOCKED),
                  or_(related(Relation.AUTHORISED),
-                     and_(rp.care_team_objection == false(), related(Relation.CARE_TEAM)),
-                     and_(rp.emergency_opposed == false(), live_emergency)))))
+                     and_(rp.c.care_team_objection == false(), related(Relation.CARE_TEAM)),
+                     and_(rp.c.emergency_opposed == false(), live_emergency)))))
 
 
 def _authored_by(pk: ColumnElement[int], principal: Professional) -> ColumnElement[bool]:
     """The document names the caller among its authors (the ``author.identifier`` index)."""
     codes = [principal.idnat] + ([principal.rpps] if principal.rpps else [])
-    authored = select(TOKENS.c.resource_pk).where(
-        TOKENS.c.resource_type == "DocumentReference", TOKENS.c.param == "author.identifier",
-        TOKENS.c.code.in_(codes))
-    return pk.in_(authored) if codes else true()
+    return exists().where(TOKENS.c.resource_pk == pk, TOKENS.c.param == "author.identifier",
+                          TOKENS.c.code.in_(codes))

@@ -151,6 +151,8 @@ class Access:
         self._own_record: str | None = None
         self._own_record_known = False
         self.records: list[AuditRecord] = []
+        # Each record's state, read once per request (a Bundle touches one record many times).
+        self._states: dict[str, records.RecordState] = {}
         self._written = 0
 
     @classmethod
@@ -184,11 +186,18 @@ class Access:
         own = await self.own_record(conn)
         if isinstance(self.principal, Patient):
             return AccessContext(own_record=own)
-        now = now_micros()
-        state = await records.record_state(conn, patient_id, actor_key(self.principal), now)
-        if self.emergency is not None and state.emergency is None:
-            state = await self._open_emergency(patient_id, state, now)
+        state = self._states.get(patient_id)
+        if state is None:
+            now = now_micros()
+            state = await records.record_state(conn, patient_id, actor_key(self.principal), now)
+            if self.emergency is not None and state.emergency is None:
+                state = await self._open_emergency(patient_id, state, now)
+            self._states[patient_id] = state
         return AccessContext(own_record=own, record=state, mode=self.mode)
+
+    def forget(self, patient_id: str) -> None:
+        """The record's choices changed in this request: read them again."""
+        self._states.pop(patient_id, None)
 
     async def open_emergency_before(self, patient_id: str) -> None:
         """Open the emergency access before a search reads: its SQL must see the grant
@@ -260,9 +269,8 @@ class Access:
         """Whether the caller is the patient's declared attending doctor."""
         if patient_id is None or not isinstance(self.principal, Professional):
             return False
-        state = await records.record_state(conn, patient_id, actor_key(self.principal),
-                                           now_micros())
-        return state.choices.attending == actor_key(self.principal)
+        record = (await self.context(conn, patient_id)).record
+        return record is not None and record.choices.attending == actor_key(self.principal)
 
     async def viewer(self, conn: AsyncConnection) -> Viewer:
         return Viewer(self.principal, await self.own_record(conn), now_micros(), self.internal,

@@ -188,20 +188,10 @@ def audit() -> None:
 
 @audit.command("verify", help="Recompute every patient's audit hash chain; exit 1 if broken.")
 def audit_verify() -> None:
+    from service.mint import lookup
     from storage.audit import VerifyReport, verify_chains
 
-    settings = _settings()
-
-    async def run() -> VerifyReport:
-        db = Database(settings.effective_database_url, pool_size=2)
-        try:
-            await db.migrate()
-            async with db.read() as conn:
-                return await verify_chains(conn)
-        finally:
-            await db.dispose()
-
-    report = asyncio.run(run())
+    report: VerifyReport = asyncio.run(lookup(_settings(), verify_chains))
     click.echo(f"checked {report.entries} audit entries of {report.patients} patient(s)")
     for link in report.problems:
         click.echo(f"broken: patient {link.patient_id} seq {link.seq}: {link.problem}")

@@ -34,7 +34,8 @@ def _scope(text: str) -> ScopeSet:
         raise CannotMint(str(exc)) from exc
 
 
-async def _lookup(settings: Settings, find: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+async def lookup(settings: Settings, find: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """One read against the configured database (migrated first), for a command."""
     db = Database(settings.effective_database_url, pool_size=1)
     try:
         await db.migrate()
@@ -47,7 +48,7 @@ async def _lookup(settings: Settings, find: Callable[[AsyncConnection], Awaitabl
 async def user_token(settings: Settings, subject: str, scope: str) -> str:
     config = idp_config(settings, KeyStore(settings.effective_keys_dir))
     granted = scope_for_subject(_scope(scope), subject)
-    identity = await _lookup(settings, lambda conn: subject_claims(conn, subject))
+    identity = await lookup(settings, lambda conn: subject_claims(conn, subject))
     if identity is None:
         raise CannotMint(f"{subject} is not in the directory (seed it with carnet seed --demo)")
     return mint_access_token(config, identity, "carnet-cli", str(granted)).token
@@ -55,7 +56,7 @@ async def user_token(settings: Settings, subject: str, scope: str) -> str:
 
 async def app_token(settings: Settings, client_id: str, scope: str) -> str:
     config = idp_config(settings, KeyStore(settings.effective_keys_dir))
-    client = await _lookup(settings, lambda conn: oauth.client_by_id(conn, client_id))
+    client = await lookup(settings, lambda conn: oauth.client_by_id(conn, client_id))
     if client is None:
         raise CannotMint(f"no registered app has client id {client_id!r}")
     system = scope_for_app(_scope(scope), ScopeSet.parse(client.allowed_scopes))

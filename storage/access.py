@@ -35,14 +35,14 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     false,
-    func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
 
+from storage.driver import autocommit_driver, driver_call
 from storage.tables import RESOURCES, TOKENS, BigKey, ResourceId, table_of
 from storage.upsert import put_row
 
@@ -166,42 +166,43 @@ async def replace_record_choices(conn: AsyncConnection, patient_id: str,
         await conn.execute(insert(RECORD_ACTORS), rows)
 
 
+# One round trip, one plain statement (planned in microseconds: PostgreSQL plans every
+# statement for its values here, see storage/db.py). The emergency access is encoded as
+# "mode|expires_at|reason" so that the whole state fits one row.
+_RECORD_STATE = """
+SELECT rp.closed, rp.emergency_opposed, rp.care_team_objection, rp.attending,
+       (SELECT {joined} FROM record_actor ra
+         WHERE ra.patient_id = {p} AND ra.actor = {a}),
+       (SELECT em.mode || '|' || CAST(em.expires_at AS VARCHAR) || '|' || em.reason
+          FROM emergency_access em
+         WHERE em.patient_id = {p} AND em.actor = {a} AND em.expires_at > {now}
+         ORDER BY em.expires_at DESC LIMIT 1)
+FROM (SELECT 1 AS one) AS one LEFT JOIN record_policy rp ON rp.patient_id = {p}
+"""
+_PG_RECORD_STATE = _RECORD_STATE.format(joined="string_agg(ra.relation, ',')", p="$1",
+                                        a="$2", now="$3")
+_BOUND_RECORD_STATE = {  # through SQLAlchemy: SQLite, or inside a PostgreSQL transaction
+    dialect: text(_RECORD_STATE.format(joined=joined, p=":p", a=":a", now=":now"))
+    for dialect, joined in (("sqlite", "group_concat(ra.relation, ',')"),
+                            ("postgresql", "string_agg(ra.relation, ',')"))}
+
+
 async def record_state(conn: AsyncConnection, patient_id: str, actor: str,
                        now: int) -> RecordState:
-    """One round trip: the record's choices, the actor's relations, a live emergency access."""
-    policy = RECORD_POLICY.c
-    relations = (select(RECORD_ACTORS.c.relation)
-                 .where(RECORD_ACTORS.c.patient_id == patient_id,
-                        RECORD_ACTORS.c.actor == actor))
-    emergency = (select(EMERGENCY_ACCESS.c.mode, EMERGENCY_ACCESS.c.reason,
-                        EMERGENCY_ACCESS.c.expires_at)
-                 .where(EMERGENCY_ACCESS.c.patient_id == patient_id,
-                        EMERGENCY_ACCESS.c.actor == actor,
-                        EMERGENCY_ACCESS.c.expires_at > now)
-                 .order_by(EMERGENCY_ACCESS.c.expires_at.desc()).limit(1))
-    row = (await conn.execute(select(
-        select(policy.closed).where(policy.patient_id == patient_id).scalar_subquery(),
-        select(policy.emergency_opposed).where(policy.patient_id == patient_id)
-        .scalar_subquery(),
-        select(policy.care_team_objection).where(policy.patient_id == patient_id)
-        .scalar_subquery(),
-        select(policy.attending).where(policy.patient_id == patient_id).scalar_subquery(),
-        select(_joined(conn, relations.subquery().c.relation)).scalar_subquery(),
-        select(emergency.subquery().c.mode).scalar_subquery(),
-        select(emergency.subquery().c.reason).scalar_subquery(),
-        select(emergency.subquery().c.expires_at).scalar_subquery(),
-    ))).one()
+    """The record's choices, the actor's relations, a live emergency access: one query."""
+    driver = await autocommit_driver(conn)
+    if driver is not None:
+        row = await driver_call(conn, driver.fetchrow(_PG_RECORD_STATE, patient_id, actor, now))
+    else:
+        row = (await conn.execute(_BOUND_RECORD_STATE[conn.dialect.name],
+                                  {"p": patient_id, "a": actor, "now": now})).one()
     choices = RecordChoices(bool(row[0]), bool(row[1]), bool(row[2]), row[3])
     found = frozenset(Relation(r) for r in (row[4] or "").split(",") if r)
-    live = Emergency(row[5], row[6], int(row[7])) if row[5] is not None else None
+    live = None
+    if row[5] is not None:
+        mode, expires_at, reason = str(row[5]).split("|", 2)
+        live = Emergency(mode, reason, int(expires_at))
     return RecordState(choices, found, live)
-
-
-def _joined(conn: AsyncConnection, column: ColumnElement[str]) -> ColumnElement[str]:
-    """A comma-joined aggregate: ``string_agg`` on PostgreSQL, ``group_concat`` on SQLite."""
-    if conn.dialect.name == "postgresql":
-        return func.string_agg(column, ",")
-    return func.group_concat(column, ",")
 
 
 async def open_emergency_access(conn: AsyncConnection, patient_id: str, actor: str, *,

@@ -12,7 +12,7 @@ from datetime import datetime
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, Rule
+from auth.policy import Interaction, Rule, actor_key
 from auth.principal import App, Patient, Professional
 from service.access import Access, authorize, not_known
 from service.audit import audit_search, read_audit_event
@@ -30,7 +30,7 @@ async def _may_read_trail(conn: AsyncConnection, access: Access, patient_id: str
     if isinstance(principal, Patient):
         return await access.own_record(conn) == patient_id
     if isinstance(principal, App):
-        state = await record_state(conn, patient_id, f"app:{principal.client_id}", 0)
+        state = await record_state(conn, patient_id, actor_key(principal), 0)
         return Relation.APP in state.relations
     return False
 

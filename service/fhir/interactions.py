@@ -152,11 +152,13 @@ async def _check_write(conn: AsyncConnection, access: Access, action: Interactio
                         expression="Patient.generalPractitioner")
 
 
-async def _project(conn: AsyncConnection, resource_type: str, *patients: str | None) -> None:
+async def _project(conn: AsyncConnection, access: Access, resource_type: str,
+                   *patients: str | None) -> None:
     """Keep the policy's projection of the patient's choices in step (same transaction)."""
     if resource_type in PROJECTED_TYPES:
         for patient_id in sorted({p for p in patients if p is not None}):
             await refresh_record(conn, patient_id)
+            access.forget(patient_id)
 
 
 def now_micros() -> int:
@@ -224,7 +226,7 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Acc
     stamped, content = _stamp(resource, assigned, 1, last_updated)
     await repo.insert_resource(conn, stamped, content, last_updated=last_updated, method=method,
                                labels=labels_of(stamped))
-    await _project(conn, stamped["resourceType"], patient_of(stamped))
+    await _project(conn, access, stamped["resourceType"], patient_of(stamped))
     return Written(stamped["resourceType"], assigned, 1, last_updated, content, created=True)
 
 
@@ -271,7 +273,8 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
     await repo.replace_resource(conn, existing, stamped, content, version_id=version_id,
                                 last_updated=last_updated, method=method,
                                 labels=labels_of(stamped))
-    await _project(conn, resource_type, existing.access.patient_id, patient_of(stamped))
+    await _project(conn, access, resource_type, existing.access.patient_id,
+                   patient_of(stamped))
     return Written(resource_type, resource_id, version_id, last_updated, content,
                    created=existing.deleted)
 
@@ -291,7 +294,7 @@ async def delete(conn: AsyncConnection, resource_type: str, resource_id: str, *,
     if existing.deleted:
         return None
     version_id = await repo.mark_deleted(conn, existing, last_updated=now_micros())
-    await _project(conn, resource_type, existing.access.patient_id)
+    await _project(conn, access, resource_type, existing.access.patient_id)
     return version_id
 
 
