@@ -19,6 +19,7 @@ the caller (``patient/`` for a patient, ``user/`` for a professional,
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,7 +31,6 @@ from sqlalchemy import (
     exists,
     false,
     or_,
-    select,
 )
 
 from auth.principal import App, Patient, Principal, Professional
@@ -45,6 +45,7 @@ from storage.access import (
     RecordState,
     Relation,
 )
+from storage.search.shapes import Bind, literal_bind
 from storage.tables import TOKENS
 
 
@@ -327,60 +328,114 @@ class Viewer:
     operator: bool = False
 
 
-def visible_clause(table: Table, viewer: Viewer) -> ColumnElement[bool] | None:
-    """The rows of ``table`` (the resource table or an alias) the viewer may see; None: all."""
-    principal, c = viewer.principal, table.c
+def row_filter(viewer: Viewer) -> PolicyFilter | None:
+    """The policy as the search's row filter; None when every row is open (Carnet,
+    operators)."""
     if viewer.internal or viewer.operator:
         return None
-    directory = and_(c.patient_id.is_(None), c.category.is_(None))
-    if isinstance(principal, App):
-        granted = select(RECORD_ACTORS.c.patient_id).where(
-            RECORD_ACTORS.c.actor == actor_key(principal),
-            RECORD_ACTORS.c.relation == Relation.APP.value)
-        return or_(c.patient_id.is_(None), and_(c.patient_id.in_(granted),
-                                                c.hidden_from_patient == false()))
-    if isinstance(principal, Patient):
-        if viewer.own_record is None:
-            return directory
-        return or_(directory, and_(c.patient_id == viewer.own_record,
-                                   c.hidden_from_patient == false(),
-                                   c.category.not_in((RESTRICTED, BINARY))))
-    assert isinstance(principal, Professional)
-    actor = actor_key(principal)
-    categories = sorted(open_categories(principal.profession_codes) | _WITH_THE_RECORD)
-    # Correlated on the row's record (primary-key and index probes): a search of one
-    # patient's record checks its ten documents, not every record the caller may open.
-    attending = exists().where(RECORD_POLICY.c.patient_id == c.patient_id,
-                               RECORD_POLICY.c.attending == actor)
-    unmasked = or_(c.masked == false(), _authored_by(c.pk, principal), attending)
-    return or_(directory, c.category == IDENTITY,
-               and_(c.category.in_(categories), _record_open(c.patient_id, actor, viewer.now),
-                    unmasked))
+    return PolicyFilter(viewer)
 
 
-def _record_open(patient_id: ColumnElement[str], actor: str, now: int) -> ColumnElement[bool]:
+def visible_clause(table: Table, viewer: Viewer) -> ColumnElement[bool] | None:
+    """The rows of ``table`` the viewer may see, values bound as they are; None: all."""
+    found = row_filter(viewer)
+    return found.clause(table, literal_bind) if found is not None else None
+
+
+_APP, _CONSTANT = Relation.APP.value, "policy.constant"
+
+
+class PolicyFilter:
+    """The read rules as SQL on the resource table (a ``storage.search.shapes.RowFilter``).
+
+    ``values`` lists what ``clause`` binds, in the same order: a search of a given shape
+    is compiled once, and each request only binds its caller's values. Every other
+    condition is correlated on the row's record (primary-key and index probes), so that
+    a search of one record checks its ten documents, not every record the caller may open.
+    """
+
+    def __init__(self, viewer: Viewer) -> None:
+        self.viewer = viewer
+        principal = viewer.principal
+        self._categories: list[str] = []
+        self._codes: list[str] = []
+        if isinstance(principal, Professional):
+            self._categories = sorted(open_categories(principal.profession_codes)
+                                      | _WITH_THE_RECORD)
+            self._codes = [principal.idnat] + ([principal.rpps] if principal.rpps else [])
+
+    @property
+    def key(self) -> Hashable:
+        principal = self.viewer.principal
+        if isinstance(principal, Professional):
+            return ("professional", len(self._categories), len(self._codes))
+        if isinstance(principal, Patient):
+            return ("patient", self.viewer.own_record is None)
+        return ("app",)
+
+    def values(self) -> list[tuple[str, Any]]:
+        principal, actor = self.viewer.principal, actor_key(self.viewer.principal)
+        if isinstance(principal, App):
+            return [("policy.actor", actor)]
+        if isinstance(principal, Patient):
+            own = self.viewer.own_record
+            return [] if own is None else [("policy.record", own)]
+        return [*(("policy.category", c) for c in self._categories),
+                *[("policy.actor", actor)] * 5, ("policy.now", self.viewer.now),
+                *(("policy.code", code) for code in self._codes), ("policy.actor", actor)]
+
+    def clause(self, table: Table, bind: Bind) -> ColumnElement[bool]:
+        """Builds in the order of ``values``: each ``bind`` call takes the next one."""
+        principal, c = self.viewer.principal, table.c
+        directory = and_(c.patient_id.is_(None), c.category.is_(None))
+        if isinstance(principal, App):
+            ra = RECORD_ACTORS.c
+            granted = exists().where(ra.patient_id == c.patient_id,
+                                     ra.actor == bind("policy.actor", actor_key(principal)),
+                                     ra.relation == _APP)
+            return or_(c.patient_id.is_(None), and_(granted, c.hidden_from_patient == false()))
+        if isinstance(principal, Patient):
+            if self.viewer.own_record is None:
+                return directory
+            return or_(directory, and_(c.patient_id == bind("policy.record",
+                                                            self.viewer.own_record),
+                                       c.hidden_from_patient == false(),
+                                       c.category != RESTRICTED, c.category != BINARY))
+        assert isinstance(principal, Professional)
+        actor = actor_key(principal)
+        in_matrix = or_(*(c.category == bind("policy.category", category)
+                          for category in self._categories))
+        record_open = _record_open(c.patient_id, [bind("policy.actor", actor)
+                                                  for _ in range(5)],
+                                   bind("policy.now", self.viewer.now))
+        authored = exists().where(
+            TOKENS.c.resource_pk == c.pk, TOKENS.c.param == "author.identifier",
+            or_(*(TOKENS.c.code == bind("policy.code", code) for code in self._codes)))
+        attending = exists().where(RECORD_POLICY.c.patient_id == c.patient_id,
+                                   RECORD_POLICY.c.attending == bind("policy.actor", actor))
+        unmasked = or_(c.masked == false(), authored, attending)
+        return or_(directory, c.category == IDENTITY, and_(in_matrix, record_open, unmasked))
+
+
+def _record_open(patient_id: ColumnElement[str], actors: list[Any],
+                 now: Any) -> ColumnElement[bool]:
     """The record ``patient_id`` is open to the professional now: ``_record_decision`` for
-    reads, in SQL."""
+    reads, in SQL. ``actors``: five placeholders for the professional's key."""
     rp = RECORD_POLICY.alias("open_record")
     ra, em = RECORD_ACTORS.c, EMERGENCY_ACCESS.c
+    attending, blocked, authorised, care_team, emergency = actors
 
-    def related(relation: Relation) -> ColumnElement[bool]:
+    def related(actor: Any, relation: Relation) -> ColumnElement[bool]:
         return exists().where(ra.patient_id == rp.c.patient_id, ra.actor == actor,
                               ra.relation == relation.value)
 
-    live_emergency = exists().where(em.patient_id == rp.c.patient_id, em.actor == actor,
+    live_emergency = exists().where(em.patient_id == rp.c.patient_id, em.actor == emergency,
                                     em.expires_at > now)
     return exists().where(
         rp.c.patient_id == patient_id, rp.c.closed == false(),
-        or_(rp.c.attending == actor,
-            and_(~related(Relation.BLOCKED),
-                 or_(related(Relation.AUTHORISED),
-                     and_(rp.c.care_team_objection == false(), related(Relation.CARE_TEAM)),
+        or_(rp.c.attending == attending,
+            and_(~related(blocked, Relation.BLOCKED),
+                 or_(related(authorised, Relation.AUTHORISED),
+                     and_(rp.c.care_team_objection == false(),
+                          related(care_team, Relation.CARE_TEAM)),
                      and_(rp.c.emergency_opposed == false(), live_emergency)))))
-
-
-def _authored_by(pk: ColumnElement[int], principal: Professional) -> ColumnElement[bool]:
-    """The document names the caller among its authors (the ``author.identifier`` index)."""
-    codes = [principal.idnat] + ([principal.rpps] if principal.rpps else [])
-    return exists().where(TOKENS.c.resource_pk == pk, TOKENS.c.param == "author.identifier",
-                          TOKENS.c.code.in_(codes))

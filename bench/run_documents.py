@@ -14,9 +14,12 @@ What it does, in order (see bench/README.md for what each figure means):
    through ``POST /fhir/Binary``, then one ITI-65 Bundle of ``--documents-per-patient``
    DocumentReferences per Patient, all pointing at that Binary; counts the rows,
    ``VACUUM ANALYZE``, spot-checks the ITI-67 answers;
-4. runs wrk for ITI-67 by patient, ITI-67 by patient + type + date, ITI-65 filing (one new
-   Bundle with its own 20 kB PDF and masterIdentifier per request, pre-generated) and
-   ITI-68 (the raw bytes of the Binaries the ITI-65 run filed); counts the filed documents;
+4. runs wrk, as doctor 0 (a professional token; each Patient's attending doctor is set at
+   load, 1,000 patients per doctor) over doctor 0's patients: ITI-67 by patient, ITI-67 by
+   patient + type + date, the audited read by id (checks that ``audit_log`` grew by at least
+   the reads answered), ITI-65 filing (one new Bundle with its own 20 kB PDF and
+   masterIdentifier per request, pre-generated) and ITI-68 (the raw bytes of the Binaries
+   the ITI-65 run filed); counts the filed documents;
 5. writes the figures, the load times, the machine facts and the exact command at the top
    of ``bench/RESULTS.md``; stops the server and drops the database, also on error.
 """
@@ -36,6 +39,7 @@ from typing import Any
 from urllib.parse import quote
 
 from core import WORK, BenchError, Config
+from core.bearer import doctor, mint_professional_token
 from core.database import (
     admin,
     count_resources,
@@ -47,19 +51,25 @@ from core.database import (
 from core.load import post_bundles, post_resources
 from core.main import add_common_options, guarded_run, publish
 from core.report import measure_notes, ratio, verdict
-from core.server import Server, log_problems, start_carnet, start_floor
+from core.server import CARNET_DATA, Server, log_problems, start_carnet, start_floor
 from core.wrk import ConfigResult, Measure, measure, write_floor_paths
 
 ITI65_RATE_TARGET = 400.0  # Bundles/s
 ITI65_P99_TARGET_MS = 100.0
-ITI67_P99_TARGET_MS = 20.0
+ITI67_P99_TARGET_MS = 25.0
+READ_RATE_TARGET = 2500.0  # audited reads by id per second
+# Every Patient has an attending doctor (Patient.generalPractitioner): doctor k = patient
+# index // PATIENTS_PER_DOCTOR (a French GP has ~1,000-2,000 patients). The professional
+# figures run as doctor 0 over doctor 0's patients.
+PATIENTS_PER_DOCTOR = 1000
+IDNAT_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 PDF_SIZE = 20 * 1024
 # The document types the load cycles through (LOINC, TRE_A03 class), and the ITI-67
 # query on type and date: of each patient's documents j = 0..9 (dated 2015 + j), those of
 # type 11488-4 (j = 0, 3, 6, 9) dated from 2020 on (j = 6, 9) match: 2 of 10.
 DOC_TYPES = [("11488-4", "10"), ("11502-2", "10"), ("18842-5", "11")]
 TYPE_QUERY = ("http://loinc.org|11488-4", "ge2020-01-01")
-PHASES = ("floor", "iti67", "iti67-type", "iti65", "iti68")
+PHASES = ("floor", "iti67", "iti67-type", "read", "iti65", "iti68")
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -130,12 +140,17 @@ def identity(i: int) -> Any:
 
 
 def ins_patient(i: int, _rng: random.Random) -> dict[str, Any]:
+    """The i-th qualified FR Core INS Patient, whose attending doctor is doctor
+    i // PATIENTS_PER_DOCTOR (referenced by idNat_PS)."""
     from fhir_profiles.ins import InsTraits, patient_with_ins
 
     who = identity(i)
-    return patient_with_ins(who.system, who.nir, InsTraits(
+    patient = patient_with_ins(who.system, who.nir, InsTraits(
         who.birth_family_name, who.given_names[0], who.given_names, who.gender,
         who.birth_date, who.birth_place))
+    patient["generalPractitioner"] = [{"identifier": {
+        "system": IDNAT_SYSTEM, "value": doctor(i // PATIENTS_PER_DOCTOR).idnat}}]
+    return patient
 
 
 async def seed_insi(db_url: str, n: int, batch: int = 2000, tasks: int = 4) -> None:
@@ -223,10 +238,22 @@ def load_corpus(args: argparse.Namespace, server: Server, db_url: str) -> dict[s
           f"(all pointing at Binary/{binary_id}), {args.document_loaders} concurrent loaders",
           flush=True)
     t = time.perf_counter()
+    mine = min(n, PATIENTS_PER_DOCTOR)  # doctor 0's patients: indexes 0 .. 999
+    doctor_docs: list[str] = []
+
+    def on_answer(index: int, entries: list[dict[str, Any]]) -> None:
+        if index < mine:
+            doctor_docs.extend(
+                e["response"]["location"].split("/")[1] for e in entries
+                if e["response"]["location"].startswith("DocumentReference/"))
+
     asyncio.run(post_bundles(
         server.url, server.headers, n, args.document_loaders,
-        lambda index, _rng: corpus_bundle(ids[index], per, binary_id, content),
+        lambda index, _rng: corpus_bundle(ids[index], per, binary_id, content), on_answer,
         unit="documents", size=lambda _index: per, total=n * per))
+    if len(doctor_docs) != mine * per:
+        raise BenchError(f"the load answered {len(doctor_docs):,} DocumentReference locations "
+                         f"for doctor 0's {mine:,} patients; expected {mine * per:,}")
     info["documents_seconds"] = time.perf_counter() - t
 
     docs = count_resources(args, "DocumentReference")
@@ -245,8 +272,10 @@ def load_corpus(args: argparse.Namespace, server: Server, db_url: str) -> dict[s
           f"VACUUM ANALYZE {info['vacuum_seconds']:.1f}s; {info['seconds']:.1f}s in all; "
           f"database {info['db_size']}", flush=True)
 
+    # The professional figures: doctor 0 over doctor 0's patients and their documents.
+    mine_ids = ids[:mine]
     rng = random.Random(7)
-    shuffled = ids[:]
+    shuffled = mine_ids[:]
     rng.shuffle(shuffled)
     info["iti67_paths"] = WORK / "iti67_paths.txt"
     info["iti67_paths"].write_text("".join(
@@ -259,20 +288,44 @@ def load_corpus(args: argparse.Namespace, server: Server, db_url: str) -> dict[s
         f"&date={date}\n" for pid in shuffled))
     info["expected_type_matches"] = sum(
         1 for j in range(per) if j % len(DOC_TYPES) == 0 and 2015 + j % 11 >= 2020)
-    spot_check(args, server, rng.sample(ids, min(30, n)), info["expected_type_matches"])
+    rng.shuffle(doctor_docs)
+    info["read_paths"] = WORK / "read_doc_paths.txt"
+    info["read_paths"].write_text("".join(f"/fhir/DocumentReference/{d}\n"
+                                          for d in doctor_docs))
+    info["read_count"] = len(doctor_docs)
+    info["doctor_patients"] = mine
+    info["pro_token"] = mint_professional_token(server.url, CARNET_DATA / "keys", 0)
+    spot_check(args, server, info["pro_token"], rng.sample(mine_ids, min(30, mine)),
+               info["expected_type_matches"], ids[mine:][:10], doctor_docs[:20])
     info["patient_ids"] = ids
+    info["doctor_patient_ids"] = mine_ids
     return info
 
 
-def spot_check(args: argparse.Namespace, server: Server, sample: list[str],
-               expected_type: int) -> None:
-    """ITI-67 answers must be right, not only fast."""
+def spot_check(args: argparse.Namespace, server: Server, token: str, sample: list[str],
+               expected_type: int, others: list[str], docs: list[str]) -> None:
+    """ITI-67 answers and reads, as doctor 0, must be right, not only fast; another doctor's
+    patients must be closed to doctor 0 (the consent-scoped access is on)."""
     import httpx
 
     per = args.documents_per_patient
     system_code, date = TYPE_QUERY
     with httpx.Client(base_url=server.url, timeout=30,
-                      headers={"Accept": "application/fhir+json", **server.headers}) as client:
+                      headers={"Accept": "application/fhir+json",
+                               "Authorization": f"Bearer {token}"}) as client:
+        for did in docs:
+            r = client.get(f"/fhir/DocumentReference/{did}")
+            if r.status_code != 200 or r.json().get("id") != did:
+                raise BenchError(f"doctor 0 reading DocumentReference/{did} answered "
+                                 f"{r.status_code}: {r.text[:500]}")
+        for pid in others:
+            r = client.get("/fhir/DocumentReference", params={"patient": pid})
+            if r.status_code == 200 and r.json().get("entry"):
+                raise BenchError(f"doctor 0 sees the documents of Patient/{pid}, another "
+                                 "doctor's patient: is consent-scoped access off?")
+            if r.status_code not in (200, 403, 404):
+                raise BenchError(f"doctor 0's search of another doctor's patient {pid} "
+                                 f"answered {r.status_code}: {r.text[:500]}")
         for pid in sample:
             for params, expected in (({"patient": pid}, per),
                                      ({"patient": pid, "type": system_code, "date": date},
@@ -286,7 +339,8 @@ def spot_check(args: argparse.Namespace, server: Server, sample: list[str],
                     raise BenchError(f"ITI-67 {params} answered {r.status_code} with "
                                      f"{len(found)} documents, expected {expected}: "
                                      f"{r.text[:500]}")
-    print(f"  spot check: {len(sample)} patients' ITI-67 answers (both queries) are right",
+    print(f"  spot check, as doctor 0: {len(sample)} patients' ITI-67 answers (both queries) "
+          f"and {len(docs)} reads are right; {len(others)} other doctors' patients are closed",
           flush=True)
 
 
@@ -325,35 +379,59 @@ def remove_iti65_bodies() -> None:
 def measure_all(args: argparse.Namespace, server: Server, info: dict[str, Any],
                 result: ConfigResult) -> None:
     phases = args.phases
-    print(f"measuring: wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
-          f"(warm-up {args.warmup}s)", flush=True)
+    pro = info["pro_token"]  # doctor 0's token: every measured request is a professional's
+    print(f"measuring, as doctor 0 (RPPS {doctor(0).rpps}, médecin) over his "
+          f"{info['doctor_patients']:,} patients: wrk -t{args.threads} -c{args.connections} "
+          f"-d{args.duration}s (warm-up {args.warmup}s)", flush=True)
     if "iti67" in phases:
         result.measures["iti67"] = measure(
             args, server, "iti67", "get_cycle.lua",
-            [str(info["iti67_paths"]), str(args.threads)], "GET /fhir/DocumentReference?patient=")
+            [str(info["iti67_paths"]), str(args.threads)], "GET /fhir/DocumentReference?patient=",
+            token=pro)
         if args.light_connections:
             result.measures["iti67-light"] = measure(
                 args, server, "iti67-light", "get_cycle.lua",
                 [str(info["iti67_paths"]), str(min(args.threads, args.light_connections))],
                 f"the same from {args.light_connections} connection(s)",
-                connections=args.light_connections)
+                connections=args.light_connections, token=pro)
     if "iti67-type" in phases:
         result.measures["iti67-type"] = measure(
             args, server, "iti67-type", "get_cycle.lua",
             [str(info["iti67_type_paths"]), str(args.threads)],
-            "GET /fhir/DocumentReference?patient=&type=&date=ge")
+            "GET /fhir/DocumentReference?patient=&type=&date=ge", token=pro)
+    if "read" in phases:
+        before = audit_count(args)
+        m = measure(args, server, "read", "get_cycle.lua",
+                    [str(info["read_paths"]), str(args.threads)],
+                    "GET /fhir/DocumentReference/<id>, audited", token=pro)
+        answered = (m.requests + m.extra.get("warmup_requests", 0)) - m.error_count
+        audited = audit_count(args) - before
+        for _ in range(20):  # reads wait for their audit entries; in flight at wrk's cut-off
+            time.sleep(0.5)
+            now = audit_count(args) - before
+            if now == audited:
+                break
+            audited = now
+        m.extra.update(answered=answered, audited=audited)
+        print(f"    audit_log grew by {audited:,} entries; wrk counted {answered:,} answered "
+              "reads without error, warm-up included", flush=True)
+        if audited < answered:
+            raise BenchError(f"wrk counted {answered:,} successful reads but audit_log grew by "
+                             f"only {audited:,}: some reads were not audited")
+        result.measures["read"] = m
     if "iti65" in phases:
         t = time.perf_counter()
-        warm_prefix, _ = write_iti65_bodies(args, info["patient_ids"], "warmup",
+        warm_prefix, _ = write_iti65_bodies(args, info["doctor_patient_ids"], "warmup",
                                             max(args.warmup, 1), seed=11)
-        prefix, per_thread = write_iti65_bodies(args, info["patient_ids"], "run",
+        prefix, per_thread = write_iti65_bodies(args, info["doctor_patient_ids"], "run",
                                                 args.duration, seed=12)
         print(f"  wrote {per_thread * args.threads:,} unique ITI-65 Bundles for the run (plus "
               f"warm-up) in {time.perf_counter() - t:.1f}s", flush=True)
         docs_before = count_resources(args, "DocumentReference")
         binaries_before = set(binary_ids(args))
         m = measure(args, server, "iti65", "iti65.lua", [prefix],
-                    "POST /fhir ITI-65, one 20 kB PDF each", warmup_script_args=[warm_prefix])
+                    "POST /fhir ITI-65, one 20 kB PDF each", warmup_script_args=[warm_prefix],
+                    token=pro)
         filed = count_resources(args, "DocumentReference") - docs_before
         sent = m.requests + m.extra.get("warmup_requests", 0)
         m.extra.update(stored=filed, sent=sent, bodies=per_thread * args.threads)
@@ -373,12 +451,12 @@ def measure_all(args: argparse.Namespace, server: Server, info: dict[str, Any],
         info["iti68_paths"] = WORK / "iti68_paths.txt"
         info["iti68_paths"].write_text("".join(f"/fhir/Binary/{b}\n" for b in new_binaries))
         info["iti68_count"] = len(new_binaries)
-        check_binaries(server, new_binaries[:20])
+        check_binaries(server, pro, new_binaries[:20])
     if "iti68" in phases:
         result.measures["iti68"] = measure(
             args, server, "iti68", "get_cycle.lua",
             [str(info["iti68_paths"]), str(args.threads), "application/pdf"],
-            "GET /fhir/Binary/<id>, raw bytes")
+            "GET /fhir/Binary/<id>, raw bytes", token=pro)
     result.server_log_errors = log_problems(server)
 
 
@@ -388,11 +466,18 @@ def binary_ids(args: argparse.Namespace) -> list[str]:
     return [str(r["resource_id"]) for r in rows]
 
 
-def check_binaries(server: Server, ids: list[str]) -> None:
+def audit_count(args: argparse.Namespace) -> int:
+    """AuditEvents in the audit trail (``audit_log``)."""
+    return int(admin(args, database=args.db_name,
+                     fetch="SELECT count(*) AS n FROM audit_log")[0]["n"])
+
+
+def check_binaries(server: Server, token: str, ids: list[str]) -> None:
     import httpx
 
     with httpx.Client(base_url=server.url, timeout=30,
-                      headers={"Accept": "application/pdf", **server.headers}) as client:
+                      headers={"Accept": "application/pdf",
+                               "Authorization": f"Bearer {token}"}) as client:
         for bid in ids:
             r = client.get(f"/fhir/Binary/{bid}")
             if r.status_code != 200 or len(r.content) != PDF_SIZE or \
@@ -444,14 +529,15 @@ def table(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any]) -> st
         row("HTTP floor: `GET /floor` (fixed bytes, bench/floor_app.py)", "-", r.floor,
             "reference" if not r.floor.error_count else "**FAIL** (errors)")
     if m := r.measures.get("iti65"):
-        row("ITI-65 filing: `POST /fhir` Provide Document Bundle, one new 20 kB PDF (inline "
-            "Binary) and masterIdentifier each", f">= {ITI65_RATE_TARGET:,.0f}/s, p99 < "
-            f"{ITI65_P99_TARGET_MS:.0f} ms", m,
+        row("ITI-65 filing, as doctor 0 into his patients' records: `POST /fhir` Provide "
+            "Document Bundle, one new 20 kB PDF (inline Binary) and masterIdentifier each",
+            f">= {ITI65_RATE_TARGET:,.0f}/s, p99 < {ITI65_P99_TARGET_MS:.0f} ms", m,
             verdict(m.rate >= ITI65_RATE_TARGET and m.p("p99") < ITI65_P99_TARGET_MS, m),
             "Bundles/s")
     if m := r.measures.get("iti67"):
-        row(f"ITI-67 by patient: `GET /fhir/DocumentReference?patient=<id>` ({docs:,} documents,"
-            f" {args.documents_per_patient} per patient)", f"p99 < {ITI67_P99_TARGET_MS:.0f} ms",
+        row(f"ITI-67 by patient, as doctor 0 over his {info.get('doctor_patients', 0):,} "
+            f"patients: `GET /fhir/DocumentReference?patient=<id>` ({docs:,} documents, "
+            f"{args.documents_per_patient} per patient)", f"p99 < {ITI67_P99_TARGET_MS:.0f} ms",
             m, verdict(m.p("p99") < ITI67_P99_TARGET_MS, m))
     if m := r.measures.get("iti67-light"):
         row(f"ITI-67 by patient, the same from {args.light_connections} connection(s): the "
@@ -462,8 +548,12 @@ def table(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any]) -> st
             f" ({info.get('expected_type_matches', '?')} of "
             f"{args.documents_per_patient} match)", "-", m,
             "**FAIL** (errors)" if m.error_count else "info")
+    if m := r.measures.get("read"):
+        row(f"Audited read by id, as doctor 0: `GET /fhir/DocumentReference/<id>` over his "
+            f"patients' {info.get('read_count', 0):,} documents (an AuditEvent each)",
+            f">= {READ_RATE_TARGET:,.0f}/s", m, verdict(m.rate >= READ_RATE_TARGET, m))
     if m := r.measures.get("iti68"):
-        row(f"(info) ITI-68: `GET /fhir/Binary/<id>` raw 20 kB PDF (over the "
+        row(f"(info) ITI-68, as doctor 0: `GET /fhir/Binary/<id>` raw 20 kB PDF (over the "
             f"{info.get('iti68_count', 0):,} Binaries the ITI-65 runs filed)", "-", m,
             "**FAIL** (errors)" if m.error_count else "info")
     return "\n".join(rows)
@@ -479,8 +569,9 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
                  f"--threads {args.threads} --iti65-rate {args.iti65_rate:g} --bundle-size "
                  f"{args.bundle_size} --loaders {args.loaders} --document-loaders "
                  f"{args.document_loaders}")
-    lines = [f"## {started:%Y-%m-%d %H:%M} UTC: documents (ITI-65, ITI-67, ITI-68), "
-             f"{r.config.label()}", "", f"Command: `{command}`", "",
+    lines = [f"## {started:%Y-%m-%d %H:%M} UTC: documents (ITI-65, ITI-67, ITI-68, audited "
+             f"read) as a professional, consent-scoped access, {r.config.label()}", "",
+             f"Command: `{command}`", "",
              f"Effective settings: `{effective}`", ""]
     if args.note:
         lines += [f"Note: {args.note}", ""]
@@ -498,6 +589,13 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
         f"{info['vacuum_seconds']:.1f}s; {info['seconds'] / 60:.1f} min in all; database "
         f"size {info['db_size']}")
     lines.append(f"- Whole run (floor, load, measures): {total_seconds / 60:.1f} min")
+    lines.append(
+        f"- Access: the loader is an operator app (`CARNET_OPERATOR_CLIENTS` names the "
+        f"benchmark's client id); every Patient has an attending doctor "
+        f"(`generalPractitioner` by idNat_PS, {PATIENTS_PER_DOCTOR:,} patients per doctor); "
+        f"the measured requests carry doctor 0's professional token (médecin, profession 10, "
+        f"`openid scope_all`) and touch only his {info.get('doctor_patients', 0):,} patients: "
+        "the attending-doctor relation, the access matrix and the audit trail apply to each")
     lines += ["", table(args, r, info), ""]
     notes = []
     if m := r.measures.get("iti65"):
@@ -505,6 +603,10 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
                      f"the database; wrk counted {m.extra['sent']:,} answers, warm-up "
                      f"included); {m.extra['bodies']:,} unique Bundles were generated for the "
                      "measured run, none re-sent")
+    if m := r.measures.get("read"):
+        notes.append(f"audit trail: `audit_log` grew by {m.extra['audited']:,} AuditEvents "
+                     f"during the audited-read runs; wrk counted {m.extra['answered']:,} reads "
+                     "answered without error (warm-up included): every read was audited")
     notes += measure_notes(r)
     lines += [f"- {x}" for x in notes] + [""]
     return "\n".join(lines)

@@ -22,7 +22,6 @@ from urllib.parse import unquote
 
 import orjson
 from fastapi import Request
-from sqlalchemy import ColumnElement
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,7 +36,6 @@ from auth.policy import (
     actor_key,
     decide,
     scope_decision,
-    visible_clause,
 )
 from auth.principal import App, Patient, Principal, Professional
 from auth.scopes import ScopeSet
@@ -48,7 +46,6 @@ from storage.db import Database
 from storage.resources import AccessFacts
 from storage.search.criteria import Criterion, SearchQuery
 from storage.search.parameters import SUPPORTED_TYPES, params_for
-from storage.tables import RESOURCES
 
 # Carnet's own work (seeding the demo data) runs as this app; no token ever maps to it.
 INTERNAL = App(subject="carnet-internal", scopes=ScopeSet.parse("system/*.cruds"),
@@ -347,12 +344,6 @@ class Access:
 
 
 _ANY = "*"  # a record-level check: the category does not matter
-
-
-def visible_filters(viewer: Viewer) -> list[ColumnElement[bool]]:
-    """The policy as extra WHERE clauses of a search on the resource table."""
-    clause = visible_clause(RESOURCES, viewer)
-    return [] if clause is None else [clause]
 
 
 def _agent(principal: Principal) -> tuple[AgentKind, str]:

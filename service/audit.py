@@ -158,27 +158,33 @@ class AuditWriter:
     timer: a lone read is written at once, and batches grow with the load.
     """
 
-    def __init__(self, database: Database, *, max_batch: int = 512) -> None:
+    def __init__(self, database: Database, *, max_batch: int = 512, writers: int = 2) -> None:
         self._database = database
         self._max_batch = max_batch
+        self._writers = writers
         self._queue: deque[_Waiting] = deque()
         self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
+        """``writers`` batches may be in flight at once: while one waits for its commit's
+        fsync, the next is written (chains are locked in patient order: no deadlock)."""
         if self._task is None:
             self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="carnet-audit-writer")
+            self._tasks = [asyncio.create_task(self._run(), name=f"carnet-audit-writer-{i}")
+                           for i in range(self._writers)]
+            self._task = self._tasks[0]
 
     async def stop(self) -> None:
-        """Write what is queued, then end the background task."""
-        task, self._task = self._task, None
-        if task is None:
+        """Write what is queued, then end the background tasks."""
+        tasks, self._tasks, self._task = self._tasks, [], None
+        if not tasks:
             return
         self._stopping = True
         self._wakeup.set()
-        await task
+        await asyncio.gather(*tasks)
 
     async def record(self, records: Sequence[AuditRecord]) -> None:
         """Returns once ``records`` are durable; ``AuditUnavailable`` if they cannot be."""
@@ -208,6 +214,8 @@ class AuditWriter:
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
+                    continue
+                if not self._queue:  # another writer took it
                     continue
                 await self._write(self._take())
         finally:  # cancelled or stopped: nobody may wait forever

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import BENCH, ROOT, WORK, BenchError, Config
-from .bearer import bearer, mint_app_token
+from .bearer import CLIENT_ID, bearer, mint_app_token
 
 CARNET_DATA = WORK / "carnet-data"
 # Settings that would make the server expect tokens the benchmark cannot mint (another
@@ -116,7 +117,10 @@ def start_carnet(args: argparse.Namespace, config: Config, db_url: str) -> Serve
     # from Settings() has the same issuer (http://127.0.0.1:<port>/idp).
     env = {**os.environ, "CARNET_DATABASE_URL": db_url, "CARNET_LOG_LEVEL": "info",
            "CARNET_DATA_DIR": str(CARNET_DATA), "CARNET_HOST": "127.0.0.1",
-           "CARNET_PORT": str(port)}
+           "CARNET_PORT": str(port),
+           # The benchmark's app token is an operator's: it loads into every record without
+           # the patients' grants (consent-scoped access), and is audited like any access.
+           "CARNET_OPERATOR_CLIENTS": json.dumps([CLIENT_ID])}
     for name in ("CARNET_DB_POOL_SIZE", *_AUTH_ENV):
         env.pop(name, None)
     if config.pool_size is not None:

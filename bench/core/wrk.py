@@ -66,8 +66,8 @@ def check_wrk() -> str:
 
 
 def run_wrk(args: argparse.Namespace, name: str, server: Server, script: str,
-            script_args: list[str], duration: int,
-            connections: int) -> tuple[dict[str, Any], str, CpuUse, list[int]]:
+            script_args: list[str], duration: int, connections: int,
+            token: str | None = None) -> tuple[dict[str, Any], str, CpuUse, list[int]]:
     threads = min(args.threads, connections)
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
            "--timeout", "10s", "--latency", "-s", str(WRK_DIR / script), server.url, "--",
@@ -77,8 +77,9 @@ def run_wrk(args: argparse.Namespace, name: str, server: Server, script: str,
     # The bearer token reaches the Lua scripts through the environment (bench/wrk/lib.lua),
     # not as `-H`, so it is in neither the process list nor the saved wrk outputs.
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    if server.token:
-        env[TOKEN_ENV] = server.token
+    token = token or server.token
+    if token:
+        env[TOKEN_ENV] = token
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
     spread: list[int] = []
@@ -98,18 +99,20 @@ def run_wrk(args: argparse.Namespace, name: str, server: Server, script: str,
 
 def measure(args: argparse.Namespace, server: Server, name: str, script: str,
             script_args: list[str], path_hint: str, connections: int | None = None,
-            warmup_script_args: list[str] | None = None) -> Measure:
+            warmup_script_args: list[str] | None = None, token: str | None = None) -> Measure:
     """A warm-up run then the measured run; ``warmup_script_args`` (default: the measured
     run's) lets a script that must never repeat a request (unique bodies) take other input
-    in the warm-up."""
+    in the warm-up. ``token`` (default: the server's, the operator app's) is the bearer
+    token wrk sends, e.g. a professional's."""
     connections = connections or args.connections
     warm: dict[str, Any] = {"errors": {}}
     if args.warmup > 0:
         warm, _, _, _ = run_wrk(args, f"{name}-warmup", server, script,
-                                warmup_script_args or script_args, args.warmup, connections)
+                                warmup_script_args or script_args, args.warmup, connections,
+                                token)
     profiler = start_profiler(args, server, name)
     data, text, cpu, spread = run_wrk(args, name, server, script, script_args,
-                                      args.duration, connections)
+                                      args.duration, connections, token)
     stop_profiler(profiler)
     m = Measure(name, data["requests"], data["duration_us"] / 1e6, data["errors"],
                 data["latency_us"], warmup_errors=warm["errors"], cpu=cpu, spread=spread)

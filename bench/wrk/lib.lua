@@ -8,8 +8,9 @@
 --   percentiles in microseconds;
 -- * authorize() adds "Authorization: Bearer <token>" to every request when
 --   bench/run_core.py passes a token in the CARNET_BENCH_TOKEN environment
---   variable (every /fhir interaction but GET /fhir/metadata needs one; the
---   floor app gets none). It sets wrk.headers, which wrk.format() uses for
+--   variable (the operator app's, or in bench/run_documents.py a professional's;
+--   every /fhir interaction but GET /fhir/metadata needs one; the floor app gets
+--   none). It sets wrk.headers, which wrk.format() uses for
 --   each scripted request.
 -- * expect_status(code) makes a script count every response whose status is not
 --   `code` (wrk itself only counts statuses >= 400): done() adds them to the

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, labels_of
+from auth.policy import Interaction, labels_of, row_filter
 from fhir_profiles.consent import consent_issues
 from fhir_profiles.ins import ins_issues
 from fhir_profiles.outcome import Issue, ValidationFailed
@@ -31,7 +31,7 @@ from fhir_profiles.pdsm import (
     submission_set_issues,
 )
 from fhir_profiles.structure import is_fhir_type, validate_structure
-from service.access import Access, not_known, visible_filters
+from service.access import Access, not_known
 from service.consent import PROJECTED_TYPES, check_consent_actors, refresh_record
 from service.documents.metadata import check_document_update, check_label_change
 from service.errors import (
@@ -309,7 +309,7 @@ async def matching_ids(conn: AsyncConnection, resource_type: str, query_string: 
         raise BadRequest(f"unknown search parameter(s) {', '.join(query.unknown)} in "
                          "conditional operation")
     await repo.lock_key(conn, f"{resource_type}?{query_string}")
-    page = await search_page(conn, query, visible_filters(await access.viewer(conn)))
+    page = await search_page(conn, query, row_filter(await access.viewer(conn)))
     return [m.resource_id for m in page.matches]
 
 

@@ -14,10 +14,10 @@ from urllib.parse import urlencode
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, visible_clause
+from auth.policy import Interaction, row_filter
 from fhir_profiles.outcome import Issue, operation_outcome
 from fhir_profiles.structure import model_class
-from service.access import Access, authorize_search, visible_filters
+from service.access import Access, authorize_search
 from service.errors import BadRequest
 from service.fhir.bundles import bundle, entry
 from storage.search.criteria import ReferenceValue, SearchQuery, TokenValue, parse_query
@@ -61,28 +61,26 @@ async def search(conn: AsyncConnection, request: SearchRequest) -> bytes:
     elif access.emergency is not None:
         raise BadRequest("[emergency-one-patient] an emergency access is to one patient's "
                          "record: search with patient=<id>", expression="patient")
-    viewer = await access.viewer(conn)
-    filters = visible_filters(viewer)
+    policy = row_filter(await access.viewer(conn))
     if query.summary == "count":
-        counted = await count_matches(conn, query, filters)
+        counted = await count_matches(conn, query, policy)
         access.note_results(Interaction.SEARCH, [], audit_query, patient_id)
         return bundle("searchset", [], total=counted,
                       links=[("self", _link(request, query.cursor))])
 
-    page = await search_page(conn, query, filters)
+    page = await search_page(conn, query, policy)
     total: int | None = None
     if query.total != "none":
         # A first page that holds every match is its own count: no second query.
         complete = not query.cursor and not page.has_more
-        total = len(page.matches) if complete else await count_matches(conn, query, filters)
+        total = len(page.matches) if complete else await count_matches(conn, query, policy)
     entries = [entry(f"{request.base}/{m.resource_type}/{m.resource_id}",
                      _shape(m.content, query), search={"mode": "match"})
                for m in page.matches]
     seen = {m.pk for m in page.matches}
     returned = [(m.patient_id, f"{m.resource_type}/{m.resource_id}") for m in page.matches]
     for spec in query.includes:
-        for inc in await included_resources(conn, spec, page.matches,
-                                            lambda table: visible_clause(table, viewer)):
+        for inc in await included_resources(conn, spec, page.matches, policy):
             if inc.pk not in seen:
                 seen.add(inc.pk)
                 returned.append((inc.patient_id, f"{inc.resource_type}/{inc.resource_id}"))

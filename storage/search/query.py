@@ -9,12 +9,12 @@ page, so pages stay correct while new resources arrive.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, ColumnElement, Select, and_, false, func, or_, select, true
+from sqlalchemy import Column, ColumnElement, Select, Table, and_, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
@@ -28,7 +28,15 @@ from storage.search.criteria import (
     SortKey,
     TokenValue,
 )
-from storage.search.shapes import HIGHEST_TEXT, Binder, collect, fetch
+from storage.search.shapes import (
+    HIGHEST_TEXT,
+    Binder,
+    RowFilter,
+    collect,
+    fetch,
+    literal_bind,
+    taking,
+)
 from storage.search.values import MAX_INSTANT, MIN_INSTANT
 from storage.tables import (
     DateIndexRow,
@@ -39,7 +47,8 @@ from storage.tables import (
 )
 
 Columns = ReadOnlyColumnCollection[str, Column[Any]]
-R: Columns = ResourceRow.__table__.c  # type: ignore[attr-defined]
+RESOURCE_TABLE: Table = ResourceRow.__table__  # type: ignore[attr-defined]
+R: Columns = RESOURCE_TABLE.c
 TOKENS: Columns = TokenIndexRow.__table__.c  # type: ignore[attr-defined]
 STRINGS: Columns = StringIndexRow.__table__.c  # type: ignore[attr-defined]
 DATES: Columns = DateIndexRow.__table__.c  # type: ignore[attr-defined]
@@ -116,11 +125,11 @@ def _value_clause(kind: str, value: Any, modifier: str | None,
 
 
 def criterion_clause(resource_type: str, criterion: Criterion, b: Binder,
-                     visible: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+                     row_filter: RowFilter | None = None) -> ColumnElement[bool]:
     """A WHERE clause on the resource table for one criterion.
 
-    ``visible`` (a condition on the resource table) limits the resources a chain may
-    follow: a search must not filter on what the caller may not see.
+    ``row_filter`` (the access policy) limits the resources a chain may follow: a
+    search must not filter on what the caller may not see.
     """
     if criterion.name == "_id":
         ids = [b.take("id") for _ in criterion.values]
@@ -129,7 +138,7 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder,
         return or_(*(_date_clause(R.last_updated, R.last_updated + 1, v, b)
                      for v in criterion.values if isinstance(v, DateValue)))
     if criterion.either is not None:
-        return or_(*(criterion_clause(resource_type, alternative, b, visible)
+        return or_(*(criterion_clause(resource_type, alternative, b, row_filter)
                      for alternative in criterion.either))
 
     index = _INDEX_FOR[criterion.type]
@@ -143,9 +152,9 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder,
         for target_type, chained in zip(target_types.split(","), inner, strict=True):
             targets = select(R.resource_id).where(
                 R.resource_type == target_type, R.deleted == false(),
-                criterion_clause(target_type, chained, b, visible))
-            if visible is not None:
-                targets = targets.where(visible)
+                criterion_clause(target_type, chained, b, row_filter))
+            if row_filter is not None:
+                targets = targets.where(row_filter.clause(RESOURCE_TABLE, taking(b)))
             per_target.append(and_(REFERENCES.target_type == target_type,
                                    REFERENCES.target_id.in_(targets)))
         return R.pk.in_(rows.where(or_(*per_target)))
@@ -157,12 +166,12 @@ def criterion_clause(resource_type: str, criterion: Criterion, b: Binder,
 
 
 def _filters(query: SearchQuery, b: Binder,
-             extra: Sequence[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
-    """``extra`` also limits what chains follow (the access policy's condition)."""
-    visible = and_(*extra) if extra else None
+             row_filter: RowFilter | None) -> list[ColumnElement[bool]]:
     clauses = [R.resource_type == query.resource_type, R.deleted == false()]
-    clauses.extend(criterion_clause(query.resource_type, c, b, visible) for c in query.criteria)
-    clauses.extend(extra)
+    clauses.extend(criterion_clause(query.resource_type, c, b, row_filter)
+                   for c in query.criteria)
+    if row_filter is not None:
+        clauses.append(row_filter.clause(RESOURCE_TABLE, taking(b)))
     return clauses
 
 
@@ -240,12 +249,12 @@ def _fits(value: Any, kind: Any) -> bool:
 
 
 def _page_statement(query: SearchQuery, backwards: bool, b: Binder,
-                    extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
+                    row_filter: RowFilter | None = None) -> Select[Any]:
     """The page query; takes values in ``shapes.collect`` order (filters, cursor, limit)."""
     expressions = [_sort_expression(query.resource_type, key) for key in query.sort] + [R.pk]
     directions = [key.descending for key in query.sort] + [False]
     stmt: Select[Any] = select(R.pk, R.resource_type, R.resource_id, R.content, R.patient_id,
-                               *expressions[:-1]).where(*_filters(query, b, extra))
+                               *expressions[:-1]).where(*_filters(query, b, row_filter))
     if query.cursor:
         if backwards:
             directions = [not d for d in directions]
@@ -256,28 +265,23 @@ def _page_statement(query: SearchQuery, backwards: bool, b: Binder,
 
 
 def _count_statement(query: SearchQuery, b: Binder,
-                     extra: Sequence[ColumnElement[bool]] = ()) -> Select[Any]:
-    return select(func.count()).select_from(ResourceRow.__table__).where(  # type: ignore[attr-defined]
-        *_filters(query, b, extra))
+                     row_filter: RowFilter | None = None) -> Select[Any]:
+    return select(func.count()).select_from(RESOURCE_TABLE).where(
+        *_filters(query, b, row_filter))
 
 
 async def search_page(conn: AsyncConnection, query: SearchQuery,
-                      extra_filters: Sequence[ColumnElement[bool]] = ()) -> Page:
+                      row_filter: RowFilter | None = None) -> Page:
     """One page of matches, ordered by ``query.sort`` then insertion order.
 
-    Without ``extra_filters`` the statement comes compiled from the shape cache
-    (``storage.search.shapes``); with them it is built and executed as usual.
+    The statement comes compiled from the shape cache (``storage.search.shapes``);
+    ``row_filter`` (the access policy) is part of the shape, its values bound.
     """
     cursor = decode_search_cursor(query.cursor, query.sort) if query.cursor else None
     backwards = cursor is not None and cursor[1]
-    key, b = collect(query, "page", cursor)
-    rows: Sequence[Sequence[Any]]
-    if extra_filters:
-        stmt = _page_statement(query, backwards, b, extra_filters)
-        b.done()
-        rows = (await conn.execute(stmt, b.params())).all()
-    else:
-        rows = await fetch(conn, key, b, lambda binder: _page_statement(query, backwards, binder))
+    key, b = collect(query, "page", cursor, row_filter)
+    rows = await fetch(conn, key, b,
+                       lambda binder: _page_statement(query, backwards, binder, row_filter))
     limit = query.count or 0
     matches = [Match(row[0], row[1], row[2], row[3], (*row[5:], row[0]), row[4])
                for row in rows[:limit]]
@@ -287,24 +291,16 @@ async def search_page(conn: AsyncConnection, query: SearchQuery,
 
 
 async def count_matches(conn: AsyncConnection, query: SearchQuery,
-                        extra_filters: Sequence[ColumnElement[bool]] = ()) -> int:
-    key, b = collect(query, "count")
-    if extra_filters:
-        stmt = _count_statement(query, b, extra_filters)
-        b.done()
-        return int((await conn.execute(stmt, b.params())).scalar_one())
-    rows = await fetch(conn, key, b, lambda binder: _count_statement(query, binder))
+                        row_filter: RowFilter | None = None) -> int:
+    key, b = collect(query, "count", None, row_filter)
+    rows = await fetch(conn, key, b, lambda binder: _count_statement(query, binder, row_filter))
     return int(rows[0][0])
 
 
 async def included_resources(conn: AsyncConnection, spec: IncludeSpec, matches: Sequence[Match],
-                             visible: Callable[[Any], ColumnElement[bool] | None] | None = None,
-                             ) -> list[Match]:
-    """Resources named by ``_include`` / ``_revinclude`` for one page of matches.
-
-    ``visible`` gives the condition, on the included rows' table, of what the caller
-    may see (the access policy); None: everything.
-    """
+                             row_filter: RowFilter | None = None) -> list[Match]:
+    """Resources named by ``_include`` / ``_revinclude`` for one page of matches, among
+    what ``row_filter`` (the access policy) lets through."""
     if not matches:
         return []
     target = ResourceRow.__table__.alias("target")  # type: ignore[attr-defined]
@@ -331,8 +327,7 @@ async def included_resources(conn: AsyncConnection, spec: IncludeSpec, matches: 
                        REFERENCES.param == spec.param, target.c.deleted == false()))
         if spec.target_type:
             stmt = stmt.where(target.c.resource_type == spec.target_type)
-    condition = visible(target) if visible is not None else None
-    if condition is not None:
-        stmt = stmt.where(condition)
+    if row_filter is not None:
+        stmt = stmt.where(row_filter.clause(target, literal_bind))
     unique = {r[0]: r for r in (await conn.execute(stmt)).all()}
     return [Match(r[0], r[1], r[2], r[3], (), r[4]) for r in unique.values()]

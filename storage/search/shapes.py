@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import BindParameter, Integer, Select, bindparam
+from sqlalchemy import BindParameter, ColumnElement, Integer, Select, Table, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,11 +67,40 @@ class Binder:
         return {f"p{i}": v for i, v in enumerate(self.values)}
 
 
+Bind = Callable[[str, Any], Any]  # (label, value) -> the placeholder to put in the SQL
+
+
+class RowFilter(Protocol):
+    """A condition on the resource table that every row of a search, and every row a chain
+    follows, must meet: the access policy's (auth/policy.py), cached with the query's shape.
+
+    ``values`` lists the labelled values in the order ``clause`` asks ``bind`` for them.
+    """
+
+    @property
+    def key(self) -> Hashable: ...
+
+    def values(self) -> list[tuple[str, Any]]: ...
+
+    def clause(self, table: Table, bind: Bind) -> ColumnElement[bool]: ...
+
+
+def taking(b: Binder) -> Bind:
+    """``bind`` for ``RowFilter.clause`` inside a shape: the binder's next placeholder."""
+    return lambda label, _value: b.take(label)
+
+
+def literal_bind(_label: str, value: Any) -> Any:
+    """``bind`` for ``RowFilter.clause`` outside a shape: the value itself, bound."""
+    return bindparam(None, value)
+
+
 # ------------------------------------------------------------------ one traversal: shape + values
 
 
 def collect(query: SearchQuery, purpose: str,
-            cursor: tuple[Sequence[Any], bool] | None = None) -> tuple[Hashable, Binder]:
+            cursor: tuple[Sequence[Any], bool] | None = None,
+            row_filter: RowFilter | None = None) -> tuple[Hashable, Binder]:
     """The shape key of ``query`` for ``purpose`` ("page" or "count") and its values.
 
     The order of ``add`` calls must be the order of ``take`` calls in query.py;
@@ -79,7 +108,10 @@ def collect(query: SearchQuery, purpose: str,
     """
     b = Binder()
     key: list[Hashable] = [purpose, query.resource_type,
-                           tuple(_criterion(c, b) for c in query.criteria)]
+                           tuple(_criterion(c, b, row_filter) for c in query.criteria)]
+    if row_filter is not None:
+        key.append(row_filter.key)
+        _add_filter(row_filter, b)
     if purpose == "page":
         key.append(tuple((k.name, k.descending, k.param.type if k.param else None)
                          for k in query.sort))
@@ -91,7 +123,12 @@ def collect(query: SearchQuery, purpose: str,
     return tuple(key), b
 
 
-def _criterion(c: Criterion, b: Binder) -> Hashable:
+def _add_filter(row_filter: RowFilter, b: Binder) -> None:
+    for label, value in row_filter.values():
+        b.add(label, value)
+
+
+def _criterion(c: Criterion, b: Binder, row_filter: RowFilter | None = None) -> Hashable:
     if c.name == "_id":
         for v in c.values:
             b.add("id", v.code if isinstance(v, TokenValue) else None)
@@ -99,11 +136,17 @@ def _criterion(c: Criterion, b: Binder) -> Hashable:
     if c.name == "_lastUpdated":
         return (c.name, tuple(_date(v, b) for v in c.values if isinstance(v, DateValue)))
     if c.either is not None:
-        return (c.name, "either", tuple(_criterion(alternative, b) for alternative in c.either))
+        return (c.name, "either", tuple(_criterion(alternative, b, row_filter)
+                                        for alternative in c.either))
     if c.missing is not None:
         return (c.name, c.type, "missing", c.missing)
     if c.chain is not None:
-        return (c.name, "chain", c.chain[0], tuple(_criterion(i, b) for i in c.chain[1]))
+        inner = []
+        for chained in c.chain[1]:  # as query.py builds it: the target's criterion, its filter
+            inner.append(_criterion(chained, b, row_filter))
+            if row_filter is not None:
+                _add_filter(row_filter, b)
+        return (c.name, "chain", c.chain[0], tuple(inner))
     return (c.name, c.type, c.modifier, tuple(_value(c.type, v, c.modifier, b)
                                               for v in c.values))
 
