@@ -27,7 +27,14 @@ PROJECTED_TYPES = frozenset({"Patient", "Consent", "CareTeam"})
 _PAGE = 500
 
 
-async def refresh_record(conn: AsyncConnection, patient_id: str) -> None:
+async def refresh_record(conn: AsyncConnection, patient_id: str,
+                         new_patient: dict[str, Any] | None = None) -> None:
+    """``new_patient``: the Patient just created, whose record has no choices yet."""
+    if new_patient is not None:
+        attending = await attending_doctor(conn, new_patient)
+        await replace_record_choices(conn, patient_id, RecordChoices(
+            attending=professional_actor(attending) if attending else None), ())
+        return
     await repo.lock_key(conn, f"record:{patient_id}")
     patient = await repo.current_content(conn, "Patient", patient_id)
     attending = None

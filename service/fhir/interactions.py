@@ -153,11 +153,14 @@ async def _check_write(conn: AsyncConnection, access: Access, action: Interactio
 
 
 async def _project(conn: AsyncConnection, access: Access, resource_type: str,
-                   *patients: str | None) -> None:
-    """Keep the policy's projection of the patient's choices in step (same transaction)."""
+                   *patients: str | None, created: dict[str, Any] | None = None) -> None:
+    """Keep the policy's projection of the patient's choices in step (same transaction).
+
+    ``created``: a Patient just created (its record starts with no choice to read)."""
     if resource_type in PROJECTED_TYPES:
         for patient_id in sorted({p for p in patients if p is not None}):
-            await refresh_record(conn, patient_id)
+            await refresh_record(conn, patient_id,
+                                 created if resource_type == "Patient" else None)
             access.forget(patient_id)
 
 
@@ -226,7 +229,10 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Acc
     stamped, content = _stamp(resource, assigned, 1, last_updated)
     await repo.insert_resource(conn, stamped, content, last_updated=last_updated, method=method,
                                labels=labels_of(stamped))
-    await _project(conn, access, stamped["resourceType"], patient_of(stamped))
+    # A POST's id is new: no Consent can name it yet. A PUT may create a record whose
+    # Consents were written first.
+    await _project(conn, access, stamped["resourceType"], patient_of(stamped),
+                   created=stamped if method == "POST" else None)
     return Written(stamped["resourceType"], assigned, 1, last_updated, content, created=True)
 
 
