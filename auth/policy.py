@@ -326,6 +326,10 @@ class Viewer:
     now: int
     internal: bool = False
     operator: bool = False
+    # A professional's search aimed at one record that ``decide`` opened to them: the
+    # SQL then only says which of its rows they see (and is planned in far less time).
+    open_record: str | None = None
+    attending: bool = False
 
 
 def row_filter(viewer: Viewer) -> PolicyFilter | None:
@@ -368,6 +372,9 @@ class PolicyFilter:
     def key(self) -> Hashable:
         principal = self.viewer.principal
         if isinstance(principal, Professional):
+            if self.viewer.open_record is not None:
+                return ("one record", len(self._categories), len(self._codes),
+                        self.viewer.attending)
             return ("professional", len(self._categories), len(self._codes))
         if isinstance(principal, Patient):
             return ("patient", self.viewer.own_record is None)
@@ -380,6 +387,11 @@ class PolicyFilter:
         if isinstance(principal, Patient):
             own = self.viewer.own_record
             return [] if own is None else [("policy.record", own)]
+        if self.viewer.open_record is not None:
+            codes = [] if self.viewer.attending else self._codes
+            return [("policy.record", self.viewer.open_record),
+                    *(("policy.category", c) for c in self._categories),
+                    *(("policy.code", code) for code in codes)]
         return [*(("policy.category", c) for c in self._categories),
                 *[("policy.actor", actor)] * 5, ("policy.now", self.viewer.now),
                 *(("policy.code", code) for code in self._codes), ("policy.actor", actor)]
@@ -403,6 +415,9 @@ class PolicyFilter:
                                        c.category != RESTRICTED, c.category != BINARY))
         assert isinstance(principal, Professional)
         actor = actor_key(principal)
+        if self.viewer.open_record is not None:
+            return or_(directory, c.category == IDENTITY,
+                       self._one_record(c, self.viewer.open_record, bind))
         in_matrix = or_(*(c.category == bind("policy.category", category)
                           for category in self._categories))
         record_open = _record_open(c.patient_id, [bind("policy.actor", actor)
@@ -415,6 +430,19 @@ class PolicyFilter:
                                    RECORD_POLICY.c.attending == bind("policy.actor", actor))
         unmasked = or_(c.masked == false(), authored, attending)
         return or_(directory, c.category == IDENTITY, and_(in_matrix, record_open, unmasked))
+
+
+    def _one_record(self, c: Any, record: str, bind: Bind) -> ColumnElement[bool]:
+        """The rows of the one record already opened: matrix and masking only."""
+        in_record = c.patient_id == bind("policy.record", record)
+        in_matrix = or_(*(c.category == bind("policy.category", category)
+                          for category in self._categories))
+        if self.viewer.attending:
+            return and_(in_record, in_matrix)
+        authored = exists().where(
+            TOKENS.c.resource_pk == c.pk, TOKENS.c.param == "author.identifier",
+            or_(*(TOKENS.c.code == bind("policy.code", code) for code in self._codes)))
+        return and_(in_record, in_matrix, or_(c.masked == false(), authored))
 
 
 def _record_open(patient_id: ColumnElement[str], actors: list[Any],

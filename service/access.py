@@ -252,15 +252,21 @@ class Access:
         return decision
 
     async def check_record(self, conn: AsyncConnection, action: Interaction, resource_type: str,
-                           patient_id: str, query: str | None = None) -> None:
-        """A search or a write aimed at one record: 403 naming the rule if it is closed to
-        the caller (what it holds is then filtered per resource)."""
+                           patient_id: str, query: str | None = None) -> Viewer:
+        """A search aimed at one record: 403 naming the rule if it is closed to the caller;
+        else who views it (a professional's view then names the record decide opened)."""
         context = await self.context(conn, patient_id)
         decision = decide(self.principal, action, Target(resource_type, patient_id,
                                                          records.AccessLabels(_ANY)), context)
         if isinstance(decision, Deny) and not decision.hidden:
             self.note(patient_id, action, decision, (), query=query, context=context)
             raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
+        viewer = await self.viewer(conn)
+        if isinstance(decision, Permit) and isinstance(self.principal, Professional):
+            attending = (context.record is not None
+                         and context.record.choices.attending == actor_key(self.principal))
+            viewer = replace(viewer, open_record=patient_id, attending=attending)
+        return viewer
 
     async def is_attending(self, conn: AsyncConnection, patient_id: str | None) -> bool:
         """Whether the caller is the patient's declared attending doctor."""

@@ -56,12 +56,14 @@ async def search(conn: AsyncConnection, request: SearchRequest) -> bytes:
     audit_query = f"{request.resource_type}?{urlencode(request.pairs)}"
     patient_id = one_patient(query)
     if patient_id is not None and not access.internal:
-        await access.check_record(conn, Interaction.SEARCH, request.resource_type, patient_id,
-                                  audit_query)
+        viewer = await access.check_record(conn, Interaction.SEARCH, request.resource_type,
+                                           patient_id, audit_query)
     elif access.emergency is not None:
         raise BadRequest("[emergency-one-patient] an emergency access is to one patient's "
                          "record: search with patient=<id>", expression="patient")
-    policy = row_filter(await access.viewer(conn))
+    else:
+        viewer = await access.viewer(conn)
+    policy = row_filter(viewer)
     if query.summary == "count":
         counted = await count_matches(conn, query, policy)
         access.note_results(Interaction.SEARCH, [], audit_query, patient_id)
