@@ -261,6 +261,12 @@ def _patient_decision(action: Interaction, target: Target, context: AccessContex
     return Permit()
 
 
+def attends(principal: Principal, record: RecordState | None) -> bool:
+    """Whether the caller is the record's declared attending doctor."""
+    return (isinstance(principal, Professional) and record is not None
+            and record.choices.attending == actor_key(principal))
+
+
 def _professional_decision(principal: Professional, action: Interaction, target: Target,
                            context: AccessContext) -> Decision:
     category = target.labels.category
@@ -269,22 +275,22 @@ def _professional_decision(principal: Professional, action: Interaction, target:
                     "change", hidden=action in _READS)
     if category == IDENTITY:
         return Permit()  # identity traits: needed to find the record, to file, to ask access
-    record = _record_decision(actor_key(principal), action, context)
+    record = _record_decision(principal, action, context)
     if isinstance(record, Deny) or action not in _READS:
         return record
     if category not in _WITH_THE_RECORD and category not in open_categories(
             principal.profession_codes):
         return Deny(Rule.PROFESSION_MATRIX, "this document type is not open to your "
                     "profession", hidden=True)
-    attending = context.record is not None and \
-        context.record.choices.attending == actor_key(principal)
-    if target.labels.masked and not (target.authored_by_caller or attending):
+    if target.labels.masked and not (target.authored_by_caller
+                                     or attends(principal, context.record)):
         return Deny(Rule.MASKED, "the patient masked this document from professionals",
                     hidden=True)
     return record
 
 
-def _record_decision(actor: str, action: Interaction, context: AccessContext) -> Decision:
+def _record_decision(principal: Professional, action: Interaction,
+                     context: AccessContext) -> Decision:
     """May this professional open this record at all (or, for a create, feed it)?"""
     state = context.record
     if state is None:
@@ -292,7 +298,7 @@ def _record_decision(actor: str, action: Interaction, context: AccessContext) ->
     choices, relations = state.choices, state.relations
     if choices.closed:
         return Deny(Rule.RECORD_CLOSED, "the patient has closed their record")
-    if choices.attending == actor:
+    if attends(principal, state):
         return Permit()  # the attending doctor cannot be blocked
     if Relation.BLOCKED in relations:
         return Deny(Rule.BLOCKED, "the patient has blocked your access to their record")

@@ -13,7 +13,6 @@ of the whole record answers 403 with the rule's name.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from auth.policy import (
     Target,
     Viewer,
     actor_key,
+    attends,
     decide,
     scope_decision,
 )
@@ -41,6 +41,7 @@ from auth.principal import App, Patient, Principal, Professional
 from auth.scopes import ScopeSet
 from service.audit import AgentKind, AuditRecord, AuditUnavailable, AuditWriter, record_in
 from service.errors import BadRequest, FhirError, Forbidden, NotFound, ServiceUnavailable
+from service.fhir.http import now_micros
 from storage import access as records
 from storage.db import Database
 from storage.resources import AccessFacts
@@ -60,7 +61,12 @@ _REASON_LIMIT = 1000
 
 def not_known(resource_type: str, resource_id: str) -> NotFound:
     """The one answer for a resource that is missing or that the caller may not see."""
-    return NotFound(f"{resource_type}/{resource_id} is not known")
+    return unknown(f"{resource_type}/{resource_id}")
+
+
+def unknown(reference: str) -> NotFound:
+    """``not_known`` for a reference already written out (``Binary/<id>``)."""
+    return NotFound(f"{reference} is not known")
 
 
 
@@ -97,10 +103,6 @@ def _chained_types(criteria: Iterable[Criterion]) -> Iterable[str]:
             targets, inner = criterion.chain
             yield from targets.split(",")
             yield from _chained_types(inner)
-
-
-def now_micros() -> int:
-    return time.time_ns() // 1_000
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ class Access:
             self.note(facts.patient_id, action, decision, (asked,), context=context)
         if isinstance(decision, Deny):
             if decision.hidden:
-                raise NotFound(f"{asked} is not known")
+                raise unknown(asked)
             raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
         return decision
 
@@ -263,17 +265,15 @@ class Access:
             raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
         viewer = await self.viewer(conn)
         if isinstance(decision, Permit) and isinstance(self.principal, Professional):
-            attending = (context.record is not None
-                         and context.record.choices.attending == actor_key(self.principal))
-            viewer = replace(viewer, open_record=patient_id, attending=attending)
+            viewer = replace(viewer, open_record=patient_id,
+                             attending=attends(self.principal, context.record))
         return viewer
 
     async def is_attending(self, conn: AsyncConnection, patient_id: str | None) -> bool:
         """Whether the caller is the patient's declared attending doctor."""
         if patient_id is None or not isinstance(self.principal, Professional):
             return False
-        record = (await self.context(conn, patient_id)).record
-        return record is not None and record.choices.attending == actor_key(self.principal)
+        return attends(self.principal, (await self.context(conn, patient_id)).record)
 
     async def viewer(self, conn: AsyncConnection) -> Viewer:
         return Viewer(self.principal, await self.own_record(conn), now_micros(), self.internal,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.errors import BadRequest
-from service.fhir.http import fhir_instant, is_plain_number
+from service.fhir.http import fhir_instant, is_plain_number, now_micros
 from storage import audit as audit_log
 from storage.audit import AuditEntry
 from storage.db import Database
@@ -59,8 +58,6 @@ _SOURCE = {"observer": {"display": "Carnet"},
                      "code": "4", "display": "Application Server"}]}
 
 
-def now_micros() -> int:
-    return time.time_ns() // 1_000
 
 
 class AuditUnavailable(Exception):

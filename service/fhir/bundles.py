@@ -12,8 +12,7 @@ from typing import Any
 
 import orjson
 
-from service.fhir.http import fhir_instant
-from service.fhir.interactions import now_micros
+from service.fhir.http import fhir_instant, now_micros
 
 
 def entry(full_url: str | None, resource: bytes | None, **parts: Any) -> bytes:

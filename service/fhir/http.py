@@ -6,6 +6,7 @@ and ``application/json`` (also as ``_format=json``).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -119,6 +120,11 @@ def parse_if_match(header: str | None) -> int | None:
 
 def http_date(micros: int) -> str:
     return format_datetime(datetime.fromtimestamp(micros / 1_000_000, UTC), usegmt=True)
+
+
+def now_micros() -> int:
+    """Now, as Carnet stores instants: integer microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1_000
 
 
 def fhir_instant(micros: int) -> str:

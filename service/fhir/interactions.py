@@ -8,7 +8,6 @@ calls in. Reads serve the stored bytes without parsing them.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ from service.errors import (
     NotFound,
     PreconditionFailed,
 )
-from service.fhir.http import fhir_instant
+from service.fhir.http import fhir_instant, now_micros
 from service.fhir.patch import Patch
 from service.identity import check_patient_identity
 from storage import documents as registry
@@ -140,16 +139,18 @@ def facts_of(resource: dict[str, Any]) -> AccessFacts:
 
 
 async def _check_write(conn: AsyncConnection, access: Access, action: Interaction,
-                       resource: dict[str, Any], old: dict[str, Any] | None) -> None:
-    """The policy on what a write leaves behind (and the attending doctor's declaration)."""
-    await access.check(conn, action, resource["resourceType"], resource.get("id") or "",
-                       facts_of(resource))
+                       resource: dict[str, Any], old: dict[str, Any] | None) -> AccessFacts:
+    """The policy on what a write leaves behind (and the attending doctor's declaration);
+    the facts it decided on, which the stored row then carries."""
+    facts = facts_of(resource)
+    await access.check(conn, action, resource["resourceType"], resource.get("id") or "", facts)
     if (resource["resourceType"] == "Patient"
             and not (access.internal or access.operator or access.is_patient)
             and (old or {}).get("generalPractitioner") != resource.get("generalPractitioner")):
         raise Forbidden("access denied [attending-doctor-declared-by-patient]: the patient "
                         "declares their attending doctor (Patient.generalPractitioner)",
                         expression="Patient.generalPractitioner")
+    return facts
 
 
 async def _project(conn: AsyncConnection, access: Access, resource_type: str,
@@ -162,10 +163,6 @@ async def _project(conn: AsyncConnection, access: Access, resource_type: str,
             await refresh_record(conn, patient_id,
                                  created if resource_type == "Patient" else None)
             access.forget(patient_id)
-
-
-def now_micros() -> int:
-    return time.time_ns() // 1_000
 
 
 def _stamp(resource: dict[str, Any], resource_id: str, version_id: int,
@@ -223,15 +220,16 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Acc
     entries whose id was assigned while resolving ``urn:uuid:`` references.
     """
     assigned = resource_id or new_id()
-    await _check_write(conn, access, Interaction.CREATE, {**resource, "id": assigned}, None)
+    facts = await _check_write(conn, access, Interaction.CREATE,
+                               {**resource, "id": assigned}, None)
     await _check_against_directories(conn, resource)
     last_updated = now_micros()
     stamped, content = _stamp(resource, assigned, 1, last_updated)
     await repo.insert_resource(conn, stamped, content, last_updated=last_updated, method=method,
-                               labels=labels_of(stamped))
+                               labels=facts.labels)
     # A POST's id is new: no Consent can name it yet. A PUT may create a record whose
     # Consents were written first.
-    await _project(conn, access, stamped["resourceType"], patient_of(stamped),
+    await _project(conn, access, stamped["resourceType"], facts.patient_id,
                    created=stamped if method == "POST" else None)
     return Written(stamped["resourceType"], assigned, 1, last_updated, content, created=True)
 
@@ -255,32 +253,30 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
         current = "does not exist" if existing is None else f"is at version {existing.version_id}"
         raise PreconditionFailed(f"If-Match asked for version {if_match} but "
                                  f"{resource_type}/{resource_id} {current}")
+    old = orjson.loads(existing.content) if existing and existing.content else None
     if resource_type == "DocumentReference":
-        if existing is None or existing.deleted or existing.content is None:
+        if old is None or existing is None or existing.deleted:
             raise MethodNotAllowed("a document is filed with POST (ITI-65 transaction or "
                                    "DocumentReference create), not created by PUT")
-        previous = orjson.loads(existing.content)
-        check_document_update(previous, resource, access.principal,
+        check_document_update(old, resource, access.principal,
                               await registry.filed_document_by_id(conn, resource_id))
-        if security_codes(previous) != security_codes(resource):
-            check_label_change(previous, resource, actor=access.principal,
+        if security_codes(old) != security_codes(resource):
+            check_label_change(old, resource, actor=access.principal,
                                trusted=access.internal or access.operator,
                                attending=await access.is_attending(conn,
                                                                    existing.access.patient_id))
     if existing is None:
         return await create(conn, resource, resource_id=resource_id, method=method,
                             access=access)
-    old = orjson.loads(existing.content) if existing.content else None
-    await _check_write(conn, access, Interaction.UPDATE, resource, old)
+    facts = await _check_write(conn, access, Interaction.UPDATE, resource, old)
     await _check_against_directories(conn, resource)
     version_id = existing.version_id + 1
     last_updated = now_micros()
     stamped, content = _stamp(resource, resource_id, version_id, last_updated)
     await repo.replace_resource(conn, existing, stamped, content, version_id=version_id,
                                 last_updated=last_updated, method=method,
-                                labels=labels_of(stamped))
-    await _project(conn, access, resource_type, existing.access.patient_id,
-                   patient_of(stamped))
+                                labels=facts.labels)
+    await _project(conn, access, resource_type, existing.access.patient_id, facts.patient_id)
     return Written(resource_type, resource_id, version_id, last_updated, content,
                    created=existing.deleted)
 

@@ -16,7 +16,6 @@ from service.errors import (
     FHIR_JSON,
     BadRequest,
     MethodNotAllowed,
-    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
@@ -374,7 +373,7 @@ async def vread(resource_type: str, resource_id: str, version_id: str, request: 
         async with audited(access), db.read() as conn:
             binary = await binaries.stored_binary(conn, resource_id, access, Interaction.VREAD)
         if binary.version_id != version:
-            raise NotFound(f"Binary/{resource_id} has no version {version}")
+            raise not_known("Binary", f"{resource_id}/_history/{version}")
         return _binary_resource_response(binary, blobs)
     async with audited(access), db.read() as conn:
         if resource_type == AUDIT_EVENT:
