@@ -20,7 +20,7 @@ from service.errors import Unprocessable
 from storage import resources as repo
 from storage.access import RecordChoices, Relation, replace_record_choices
 from storage.search.criteria import parse_query
-from storage.search.query import search_page
+from storage.search.query import encode_cursor, search_page
 from storage.search.values import split_reference
 
 PROJECTED_TYPES = frozenset({"Patient", "Consent", "CareTeam"})
@@ -31,9 +31,8 @@ async def refresh_record(conn: AsyncConnection, patient_id: str,
                          new_patient: dict[str, Any] | None = None) -> None:
     """``new_patient``: the Patient just created, whose record has no choices yet."""
     if new_patient is not None:
-        attending = await attending_doctor(conn, new_patient)
         await replace_record_choices(conn, patient_id, RecordChoices(
-            attending=professional_actor(attending) if attending else None), ())
+            attending=await attending_doctor(conn, new_patient)), ())
         return
     await repo.lock_key(conn, f"record:{patient_id}")
     patient = await repo.current_content(conn, "Patient", patient_id)
@@ -71,8 +70,7 @@ async def refresh_record(conn: AsyncConnection, patient_id: str,
     blocked = {actor for actor, relation in actors if relation is Relation.BLOCKED}
     actors = {(a, r) for a, r in actors if not (r is Relation.AUTHORISED and a in blocked)}
     await replace_record_choices(conn, patient_id, RecordChoices(
-        closed, emergency_opposed, care_team_objection,
-        professional_actor(attending) if attending else None), actors)
+        closed, emergency_opposed, care_team_objection, attending), actors)
 
 
 def _client_id(reference: dict[str, Any]) -> bool:
@@ -83,19 +81,25 @@ def _client_id(reference: dict[str, Any]) -> bool:
 
 async def _active(conn: AsyncConnection, resource_type: str,
                   patient_id: str) -> list[dict[str, Any]]:
-    query = parse_query(resource_type, [("patient", patient_id), ("status", "active"),
-                                        ("_count", str(_PAGE))],
-                        default_count=_PAGE, max_count=_PAGE)
-    page = await search_page(conn, query)
-    return [orjson.loads(m.content) for m in page.matches]
+    """Every active one, page after page: a choice left out would be a choice ignored."""
+    found: list[dict[str, Any]] = []
+    pairs = [("patient", patient_id), ("status", "active"), ("_count", str(_PAGE))]
+    while True:
+        page = await search_page(conn, parse_query(resource_type, pairs, default_count=_PAGE,
+                                                   max_count=_PAGE))
+        found.extend(orjson.loads(m.content) for m in page.matches)
+        if not page.has_more or not page.matches:
+            return found
+        cursor = encode_cursor(page.matches[-1].sort_values, False)
+        pairs = [*pairs[:3], ("_cursor", cursor)]
 
 
 async def attending_doctor(conn: AsyncConnection, patient: dict[str, Any]) -> str | None:
-    """The idNat_PS of the patient's declared attending doctor (``generalPractitioner``)."""
+    """The actor key of the patient's declared attending doctor (``generalPractitioner``)."""
     for reference in patient.get("generalPractitioner") or []:
         idnat = await practitioner_idnat(conn, reference)
         if idnat is not None:
-            return idnat
+            return professional_actor(idnat)
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import orjson
+import pytest
 
 from fhir_profiles.consent import patient_choice
 from service.documents.samples import document_bundle
@@ -213,3 +214,17 @@ async def test_a_consent_that_is_not_a_carnet_choice_is_refused(
                                     headers={**FHIR_JSON, **as_patient})
     assert response.status_code == 422
     assert "[consent-actor]" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_every_active_choice_counts_however_many_there_are(
+        client: httpx.AsyncClient, anonymous: httpx.AsyncClient, tokens: Tokens,
+        record: Record, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The projection reads the patient's Consents page after page (pages of 2 here)."""
+    monkeypatch.setattr("service.consent._PAGE", 2)
+    for who in (NURSE, COLLEAGUE, STRANGER):
+        await give_consent(client, record.patient_id, "professional", "deny",
+                           rpps=(who.rpps,))
+    path = f"/fhir/DocumentReference/{record.documents['consultation']}"
+    for who in (COLLEAGUE, STRANGER):
+        assert denial_rule(await anonymous.get(path, headers=as_professional(tokens, who))) \
+            == "professional-blocked"
