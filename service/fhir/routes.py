@@ -175,7 +175,7 @@ async def create(resource_type: str, request: Request, settings: SettingsDep,
     interactions.check_writable(resource_type)
     if _is_raw_upload(request, resource_type):
         authorize(access.principal, Interaction.CREATE, resource_type)
-        return await _raw_upload(request, settings, access, blobs)
+        return await _raw_upload(request, settings, db, access, blobs)
     resource = await _incoming_resource(request, settings, resource_type)
     authorize(access.principal, Interaction.CREATE, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
@@ -200,7 +200,7 @@ async def create(resource_type: str, request: Request, settings: SettingsDep,
     return _written_response(request, settings, written)
 
 
-async def _raw_upload(request: Request, settings: Settings, access: Access,
+async def _raw_upload(request: Request, settings: Settings, db: Database, access: Access,
                       blobs: BlobStore) -> Response:
     check_acceptable(request)
     declared = request.headers.get("content-length")
@@ -210,7 +210,6 @@ async def _raw_upload(request: Request, settings: Settings, access: Access,
     resource = binaries.raw_binary_resource(request.headers["content-type"],
                                             request.headers.get("x-security-context"))
     blob = await binaries.store_stream(blobs, request.stream(), settings.max_binary_bytes)
-    db: Database = request.app.state.database
     async with audited(access), access.transaction(db) as conn:
         written = await binaries.create_binary(conn, blobs, resource, blob, access=access)
     return _written_response(request, settings, written)
