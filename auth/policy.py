@@ -424,31 +424,34 @@ class PolicyFilter:
         if self.viewer.open_record is not None:
             return or_(directory, c.category == IDENTITY,
                        self._one_record(c, self.viewer.open_record, bind))
-        in_matrix = or_(*(c.category == bind("policy.category", category)
-                          for category in self._categories))
+        in_matrix = self._in_matrix(c, bind)
         record_open = _record_open(c.patient_id, [bind("policy.actor", actor)
                                                   for _ in range(5)],
                                    bind("policy.now", self.viewer.now))
-        authored = exists().where(
-            TOKENS.c.resource_pk == c.pk, TOKENS.c.param == "author.identifier",
-            or_(*(TOKENS.c.code == bind("policy.code", code) for code in self._codes)))
+        authored = self._authored(c, bind)
         attending = exists().where(RECORD_POLICY.c.patient_id == c.patient_id,
                                    RECORD_POLICY.c.attending == bind("policy.actor", actor))
         unmasked = or_(c.masked == false(), authored, attending)
         return or_(directory, c.category == IDENTITY, and_(in_matrix, record_open, unmasked))
 
-
     def _one_record(self, c: Any, record: str, bind: Bind) -> ColumnElement[bool]:
         """The rows of the one record already opened: matrix and masking only."""
         in_record = c.patient_id == bind("policy.record", record)
-        in_matrix = or_(*(c.category == bind("policy.category", category)
-                          for category in self._categories))
+        in_matrix = self._in_matrix(c, bind)
         if self.viewer.attending:
             return and_(in_record, in_matrix)
-        authored = exists().where(
+        return and_(in_record, in_matrix, or_(c.masked == false(), self._authored(c, bind)))
+
+    def _in_matrix(self, c: Any, bind: Bind) -> ColumnElement[bool]:
+        """The row's category is open to the caller's professions."""
+        return or_(*(c.category == bind("policy.category", category)
+                     for category in self._categories))
+
+    def _authored(self, c: Any, bind: Bind) -> ColumnElement[bool]:
+        """The document names the caller among its authors (the ``author.identifier`` index)."""
+        return exists().where(
             TOKENS.c.resource_pk == c.pk, TOKENS.c.param == "author.identifier",
             or_(*(TOKENS.c.code == bind("policy.code", code) for code in self._codes)))
-        return and_(in_record, in_matrix, or_(c.masked == false(), authored))
 
 
 def _record_open(patient_id: ColumnElement[str], actors: list[Any],
