@@ -34,6 +34,7 @@ from storage import resources as repo
 from storage.blobs import BlobInfo, BlobStore
 from storage.documents import BinaryContent
 from storage.errors import BlobTooLarge
+from storage.search.values import split_reference
 
 _BYTES_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -113,8 +114,10 @@ async def stored_binary(conn: AsyncConnection, binary_id: str, access: Access,
 
 def _security_context(resource: bytes) -> str | None:
     reference = (orjson.loads(resource).get("securityContext") or {}).get("reference")
-    kind, _, document_id = str(reference or "").rpartition("/")
-    return document_id if kind.endswith("DocumentReference") and document_id else None
+    if not isinstance(reference, str):
+        return None
+    target_type, document_id = split_reference(reference)
+    return document_id if target_type == "DocumentReference" else None
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
