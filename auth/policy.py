@@ -99,6 +99,9 @@ class Rule(StrEnum):
     MASKED = "masked-from-professionals"
     APP_NOT_GRANTED = "app-not-granted"
     APPS_ONLY = "apps-only"
+    ATTENDING_BY_PATIENT = "attending-doctor-declared-by-patient"
+    LABEL_CHANGE = "document-label-change"
+    AUDIT_TRAIL = "audit-trail-is-the-patients"
 
 
 @dataclass(frozen=True)

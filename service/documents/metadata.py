@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auth.policy import Rule
 from auth.principal import Patient, Principal
 from fhir_profiles.pdsm import security_codes
 from service.access import INTERNAL, is_author
@@ -65,7 +66,7 @@ def check_label_change(old: dict[str, Any], new: dict[str, Any], *, actor: Princ
             allowed = author
         if not allowed:
             who = _VISIBILITY_WHO.get(code, "the document's author")
-            raise Forbidden(f"access denied [document-label-change]: the {code} label is "
+            raise Forbidden(f"access denied [{Rule.LABEL_CHANGE}]: the {code} label is "
                             f"changed only by {who}", expression="DocumentReference.securityLabel")
 
 

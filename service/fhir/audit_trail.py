@@ -12,15 +12,14 @@ from datetime import datetime
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, Rule, actor_key
+from auth.policy import Interaction, Rule
 from auth.principal import App, Patient, Professional
 from service.access import Access, authorize, not_known
 from service.audit import audit_search, read_audit_event
 from service.errors import BadRequest, Forbidden
-from storage.access import Relation, record_state
+from storage.access import Relation
 
 AUDIT_EVENT = "AuditEvent"
-AUDIT_TRAIL_RULE = "audit-trail-is-the-patients"
 
 
 async def _may_read_trail(conn: AsyncConnection, access: Access, patient_id: str) -> bool:
@@ -30,8 +29,8 @@ async def _may_read_trail(conn: AsyncConnection, access: Access, patient_id: str
     if isinstance(principal, Patient):
         return await access.own_record(conn) == patient_id
     if isinstance(principal, App):
-        state = await record_state(conn, patient_id, actor_key(principal), 0)
-        return Relation.APP in state.relations
+        record = (await access.context(conn, patient_id)).record
+        return record is not None and Relation.APP in record.relations
     return False
 
 
@@ -39,7 +38,7 @@ async def search(conn: AsyncConnection, access: Access, pairs: list[tuple[str, s
                  base: str, default_count: int, max_count: int) -> bytes:
     authorize(access.principal, Interaction.SEARCH, AUDIT_EVENT)
     if isinstance(access.principal, Professional):
-        raise Forbidden(f"access denied [{AUDIT_TRAIL_RULE}]: the access history is the "
+        raise Forbidden(f"access denied [{Rule.AUDIT_TRAIL}]: the access history is the "
                         "patient's; professionals do not read it")
     wanted = [value.rpartition("/")[2] for name, value in pairs if name == "patient"]
     patient_id = wanted[0] if len(set(wanted)) == 1 else None

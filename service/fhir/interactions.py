@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, labels_of, row_filter
+from auth.policy import Interaction, Rule, labels_of, row_filter
 from fhir_profiles.consent import consent_issues
 from fhir_profiles.ins import ins_issues
 from fhir_profiles.outcome import Issue, ValidationFailed
@@ -147,7 +147,7 @@ async def _check_write(conn: AsyncConnection, access: Access, action: Interactio
     if (resource["resourceType"] == "Patient"
             and not (access.internal or access.operator or access.is_patient)
             and (old or {}).get("generalPractitioner") != resource.get("generalPractitioner")):
-        raise Forbidden("access denied [attending-doctor-declared-by-patient]: the patient "
+        raise Forbidden(f"access denied [{Rule.ATTENDING_BY_PATIENT}]: the patient "
                         "declares their attending doctor (Patient.generalPractitioner)",
                         expression="Patient.generalPractitioner")
     return facts
