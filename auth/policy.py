@@ -126,6 +126,9 @@ CONSENT = "consent"            # the patient's choices: the patient's own busine
 BINARY = "binary"              # a document's bytes: decided on the document
 RESTRICTED = "restricted"      # stored Bundles, Subscriptions: apps only
 _WITH_THE_RECORD = frozenset({DOCUMENT_LIST, CARE_TEAM})
+# A Target category for a decision on the record as a whole (a search aimed at one
+# record): whether the caller may open it, whatever its documents' types and labels.
+RECORD_LEVEL = "*"
 # What a patient may write into their own record (the portal's and their apps' writes).
 _PATIENT_WRITES = frozenset({"Consent", "DocumentReference", "Binary", "List", "Patient",
                              "Communication"})
@@ -279,7 +282,7 @@ def _professional_decision(principal: Professional, action: Interaction, target:
     if category == IDENTITY:
         return Permit()  # identity traits: needed to find the record, to file, to ask access
     record = _record_decision(principal, action, context)
-    if isinstance(record, Deny) or action not in _READS:
+    if isinstance(record, Deny) or action not in _READS or category == RECORD_LEVEL:
         return record
     if category not in _WITH_THE_RECORD and category not in open_categories(
             principal.profession_codes):

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.policy import (
+    RECORD_LEVEL,
     AccessContext,
     AccessMode,
     Deny,
@@ -152,6 +153,7 @@ class Access:
         self.records: list[AuditRecord] = []
         # Each record's state, read once per request (a Bundle touches one record many times).
         self._states: dict[str, records.RecordState] = {}
+        self._read_along: dict[str, records.RecordState] = {}
         self._written = 0
 
     @classmethod
@@ -188,15 +190,29 @@ class Access:
         state = self._states.get(patient_id)
         if state is None:
             now = now_micros()
-            state = await records.record_state(conn, patient_id, actor_key(self.principal), now)
+            state = self._read_along.pop(patient_id, None) or await records.record_state(
+                conn, patient_id, actor_key(self.principal), now)
             if self.emergency is not None and state.emergency is None:
                 state = await self._open_emergency(patient_id, state, now)
             self._states[patient_id] = state
         return AccessContext(own_record=own, record=state, mode=self.mode)
 
+    def state_wanted(self) -> tuple[str, int] | None:
+        """(actor key, now) if deciding for this caller needs the record's state: a read by
+        id then fetches it in the same statement (``read_along``)."""
+        if self.internal or self.operator or isinstance(self.principal, Patient):
+            return None
+        return actor_key(self.principal), now_micros()
+
+    def read_along(self, patient_id: str | None, state: records.RecordState | None) -> None:
+        """The record's state, read with a resource: ``context`` uses it instead of asking."""
+        if patient_id is not None and state is not None and patient_id not in self._states:
+            self._read_along[patient_id] = state
+
     def forget(self, patient_id: str) -> None:
         """The record's choices changed in this request: read them again."""
         self._states.pop(patient_id, None)
+        self._read_along.pop(patient_id, None)
 
     async def open_emergency_before(self, patient_id: str) -> None:
         """Open the emergency access before a search reads: its SQL must see the grant
@@ -259,7 +275,8 @@ class Access:
         else who views it (a professional's view then names the record decide opened)."""
         context = await self.context(conn, patient_id)
         decision = decide(self.principal, action, Target(resource_type, patient_id,
-                                                         records.AccessLabels(_ANY)), context)
+                                                         records.AccessLabels(RECORD_LEVEL)),
+                          context)
         if isinstance(decision, Deny) and not decision.hidden:
             self.note(patient_id, action, decision, (), query=query, context=context)
             raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
@@ -349,7 +366,6 @@ class Access:
         self._written = written
 
 
-_ANY = "*"  # a record-level check: the category does not matter
 
 
 def _agent(principal: Principal) -> tuple[AgentKind, str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -166,25 +167,48 @@ async def replace_record_choices(conn: AsyncConnection, patient_id: str,
         await conn.execute(insert(RECORD_ACTORS), rows)
 
 
-# One round trip, one plain statement (planned in microseconds: PostgreSQL plans every
-# statement for its values here, see storage/db.py). The emergency access is encoded as
-# "mode|expires_at|reason" so that the whole state fits one row.
-_RECORD_STATE = """
-SELECT rp.closed, rp.emergency_opposed, rp.care_team_objection, rp.attending,
-       (SELECT {joined} FROM record_actor ra
-         WHERE ra.patient_id = {p} AND ra.actor = {a}),
+# One round trip, one plain statement. The emergency access is encoded as
+# "mode|expires_at|reason" so that the whole state fits one row. The columns also
+# follow a resource read by id (storage.resources.current_content): a professional's
+# read then costs one statement, not two.
+_JOINED = {"sqlite": "group_concat(ra.relation, ',')", "postgresql": "string_agg(ra.relation, ',')"}
+
+
+def state_columns(dialect: str, patient: str, actor: str, now: str) -> str:
+    """The SQL columns of a record's state, for ``patient`` (an SQL expression) and the
+    ``actor`` and ``now`` placeholders; ``record_policy`` must be joined as ``rp``."""
+    return f"""rp.closed, rp.emergency_opposed, rp.care_team_objection, rp.attending,
+       (SELECT {_JOINED[dialect]} FROM record_actor ra
+         WHERE ra.patient_id = {patient} AND ra.actor = {actor}),
        (SELECT em.mode || '|' || CAST(em.expires_at AS VARCHAR) || '|' || em.reason
           FROM emergency_access em
-         WHERE em.patient_id = {p} AND em.actor = {a} AND em.expires_at > {now}
-         ORDER BY em.expires_at DESC LIMIT 1)
-FROM (SELECT 1 AS one) AS one LEFT JOIN record_policy rp ON rp.patient_id = {p}
-"""
-_PG_RECORD_STATE = _RECORD_STATE.format(joined="string_agg(ra.relation, ',')", p="$1",
-                                        a="$2", now="$3")
+         WHERE em.patient_id = {patient} AND em.actor = {actor} AND em.expires_at > {now}
+         ORDER BY em.expires_at DESC LIMIT 1)"""
+
+
+STATE_WIDTH = 6  # columns state_columns() adds
+
+
+def state_of_row(row: Any, start: int) -> RecordState:
+    """The RecordState in ``row[start:start + STATE_WIDTH]`` (no record_policy row: open)."""
+    choices = RecordChoices(bool(row[start]), bool(row[start + 1]), bool(row[start + 2]),
+                            row[start + 3])
+    found = frozenset(Relation(r) for r in (row[start + 4] or "").split(",") if r)
+    live = None
+    if row[start + 5] is not None:
+        mode, expires_at, reason = str(row[start + 5]).split("|", 2)
+        live = Emergency(mode, reason, int(expires_at))
+    return RecordState(choices, found, live)
+
+
+def _record_state_sql(dialect: str, p: str, a: str, now: str) -> str:
+    return (f"SELECT {state_columns(dialect, p, a, now)}\n"
+            f"FROM (SELECT 1 AS one) AS one LEFT JOIN record_policy rp ON rp.patient_id = {p}")
+
+
+_PG_RECORD_STATE = _record_state_sql("postgresql", "$1", "$2", "$3")
 _BOUND_RECORD_STATE = {  # through SQLAlchemy: SQLite, or inside a PostgreSQL transaction
-    dialect: text(_RECORD_STATE.format(joined=joined, p=":p", a=":a", now=":now"))
-    for dialect, joined in (("sqlite", "group_concat(ra.relation, ',')"),
-                            ("postgresql", "string_agg(ra.relation, ',')"))}
+    dialect: text(_record_state_sql(dialect, ":p", ":a", ":now")) for dialect in _JOINED}
 
 
 async def record_state(conn: AsyncConnection, patient_id: str, actor: str,
@@ -196,13 +220,7 @@ async def record_state(conn: AsyncConnection, patient_id: str, actor: str,
     else:
         row = (await conn.execute(_BOUND_RECORD_STATE[conn.dialect.name],
                                   {"p": patient_id, "a": actor, "now": now})).one()
-    choices = RecordChoices(bool(row[0]), bool(row[1]), bool(row[2]), row[3])
-    found = frozenset(Relation(r) for r in (row[4] or "").split(",") if r)
-    live = None
-    if row[5] is not None:
-        mode, expires_at, reason = str(row[5]).split("|", 2)
-        live = Emergency(mode, reason, int(expires_at))
-    return RecordState(choices, found, live)
+    return state_of_row(row, 0)
 
 
 async def open_emergency_access(conn: AsyncConnection, patient_id: str, actor: str, *,

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.access import NO_LABELS, AccessLabels
+from storage.access import NO_LABELS, AccessLabels, RecordState, state_columns, state_of_row
 from storage.driver import autocommit_driver, driver_call
 from storage.errors import DuplicateResource, VersionConflict
 from storage.search.extract import IndexEntries, extract_index_entries, patient_of
@@ -103,6 +103,7 @@ class CurrentContent:
     last_updated: int
     deleted: bool
     access: AccessFacts
+    record: RecordState | None = None  # the record's state for the actor asked about
 
 
 _CURRENT_CONTENT = select(
@@ -115,10 +116,40 @@ _PG_CURRENT_CONTENT = ("SELECT content, version_id, last_updated, deleted, patie
                        "WHERE resource_type = $1 AND resource_id = $2")
 
 
-async def current_content(conn: AsyncConnection, resource_type: str,
-                          resource_id: str) -> CurrentContent | None:
-    """The hot read path: stored bytes, version, lastUpdated, deleted flag, access columns."""
+def _with_state_sql(dialect: str, type_: str, id_: str, actor: str, now: str) -> str:
+    return ("SELECT r.content, r.version_id, r.last_updated, r.deleted, r.patient_id, "
+            "r.category, r.masked, r.hidden_from_patient, "
+            f"{state_columns(dialect, 'r.patient_id', actor, now)}\n"
+            "FROM resource r LEFT JOIN record_policy rp ON rp.patient_id = r.patient_id\n"
+            f"WHERE r.resource_type = {type_} AND r.resource_id = {id_}")
+
+
+_PG_WITH_STATE = _with_state_sql("postgresql", "$1", "$2", "$3", "$4")
+_BOUND_WITH_STATE = {dialect: text(_with_state_sql(dialect, ":resource_type", ":resource_id",
+                                                   ":actor", ":now"))
+                     for dialect in ("sqlite", "postgresql")}
+
+
+async def current_content(conn: AsyncConnection, resource_type: str, resource_id: str,
+                          state_for: tuple[str, int] | None = None) -> CurrentContent | None:
+    """The hot read path: stored bytes, version, lastUpdated, deleted flag, access columns.
+
+    ``state_for`` = (actor key, now): the same statement also reads the record's state for
+    that actor (a professional's read needs it to decide).
+    """
     driver = await autocommit_driver(conn)
+    if state_for is not None:
+        if driver is not None:
+            row = await driver_call(conn, driver.fetchrow(_PG_WITH_STATE, resource_type,
+                                                          resource_id, *state_for))
+        else:
+            row = (await conn.execute(_BOUND_WITH_STATE[conn.dialect.name], {
+                "resource_type": resource_type, "resource_id": resource_id,
+                "actor": state_for[0], "now": state_for[1]})).first()
+        if row is None:
+            return None
+        record = state_of_row(row, 8) if row[4] is not None else None
+        return CurrentContent(row[0], row[1], row[2], row[3], _facts(row, 4), record)
     if driver is not None:
         row = await driver_call(conn, driver.fetchrow(_PG_CURRENT_CONTENT, resource_type,
                                                       resource_id))

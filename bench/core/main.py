@@ -35,6 +35,9 @@ def add_common_options(p: argparse.ArgumentParser, db_name: str) -> None:
                         "bench/.work/ (needs py-spy; figures are then not written to RESULTS.md)")
     p.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
     p.add_argument("--note", default="", help="free text recorded with the run")
+    p.add_argument("--keep-database", action="store_true",
+                   help="leave the loaded database in place at the end (to profile or query "
+                        "it afterwards; drop it by hand, or the next run replaces it)")
 
 
 def guarded_run(args: argparse.Namespace, run: Callable[[str], T],
@@ -58,9 +61,12 @@ def guarded_run(args: argparse.Namespace, run: Callable[[str], T],
         if cleanup is not None:
             with contextlib.suppress(Exception):
                 cleanup()
-        with contextlib.suppress(Exception):
-            drop_database(args)
-            print(f"dropped database {args.db_name}", file=sys.stderr)
+        if getattr(args, "keep_database", False):
+            print(f"kept database {args.db_name}", file=sys.stderr)
+        else:
+            with contextlib.suppress(Exception):
+                drop_database(args)
+                print(f"dropped database {args.db_name}", file=sys.stderr)
 
 
 def publish(args: argparse.Namespace, text: str) -> None:

@@ -102,9 +102,10 @@ async def stored_binary(conn: AsyncConnection, binary_id: str, access: Access,
     if row is None or row.content is None or content is None:
         raise not_known("Binary", binary_id)
     governing = content.document_id or _security_context(row.content)
-    document = (await repo.current_content(conn, "DocumentReference", governing)
-                if governing else None)
+    document = (await repo.current_content(conn, "DocumentReference", governing,
+                                           access.state_wanted()) if governing else None)
     if document is not None:
+        access.read_along(document.access.patient_id, document.record)
         await access.check(conn, action, "DocumentReference", str(governing), document.access,
                            document.content, entity=f"Binary/{binary_id}")
     else:  # bytes no document governs yet: staged uploads, for the systems that file them

@@ -181,9 +181,10 @@ def _stamp(resource: dict[str, Any], resource_id: str, version_id: int,
 async def read(conn: AsyncConnection, resource_type: str, resource_id: str, access: Access,
                action: Interaction = Interaction.READ) -> tuple[bytes, int, int]:
     """https://hl7.org/fhir/R4/http.html#read — bytes, version, lastUpdated."""
-    row = await repo.current_content(conn, resource_type, resource_id)
+    row = await repo.current_content(conn, resource_type, resource_id, access.state_wanted())
     if row is None:
         raise not_known(resource_type, resource_id)
+    access.read_along(row.access.patient_id, row.record)
     await access.check(conn, action, resource_type, resource_id, row.access, row.content)
     content, version_id, last_updated = row.content, row.version_id, row.last_updated
     if row.deleted or content is None:
@@ -195,9 +196,11 @@ async def read(conn: AsyncConnection, resource_type: str, resource_id: str, acce
 async def vread(conn: AsyncConnection, resource_type: str, resource_id: str,
                 version_id: int, access: Access) -> tuple[bytes, int]:
     """https://hl7.org/fhir/R4/http.html#vread — under the rules of the current version."""
-    current = await repo.current_content(conn, resource_type, resource_id)
+    current = await repo.current_content(conn, resource_type, resource_id,
+                                         access.state_wanted())
     if current is None:
         raise not_known(resource_type, resource_id)
+    access.read_along(current.access.patient_id, current.record)
     await access.check(conn, Interaction.VREAD, resource_type, resource_id, current.access,
                        current.content)
     entry = await repo.specific_version(conn, resource_type, resource_id, version_id)

@@ -87,7 +87,7 @@ async def _search_response(request: Request, settings: Settings, db: Database,
                                         max_count=settings.max_page_size))
         if aimed is not None:
             await access.open_emergency_before(aimed)
-    async with audited(access), db.read() as conn:
+    async with audited(access), db.query() as conn:
         if resource_type == AUDIT_EVENT:
             content = await audit_trail.search(conn, access, pairs, base=base,
                                                default_count=settings.default_page_size,
@@ -109,7 +109,7 @@ async def _history_response(request: Request, settings: Settings, db: Database,
               else Interaction.HISTORY_INSTANCE, resource_type)
     if resource_type == AUDIT_EVENT:
         raise MethodNotAllowed("the audit trail has no history: its entries never change")
-    async with audited(access), db.read() as conn:
+    async with audited(access), db.query() as conn:
         content = await history(conn, base=base_url(request, settings.public_url),
                                 resource_type=resource_type, resource_id=resource_id,
                                 pairs=request.query_params.multi_items(),

@@ -454,7 +454,7 @@ async def _run_batch_entry(db: Database, e: Entry, context: BundleContext) -> Ou
     noted = len(access.records)
     try:
         if e.method == "GET":
-            async with db.read() as conn:
+            async with db.query() as conn:
                 return await _get(conn, e, context)
         async with access.transaction(db) as conn:
             if e.method == "POST" and e.if_none_exist:

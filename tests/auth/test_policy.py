@@ -11,6 +11,7 @@ from auth.policy import (
     Decision,
     Deny,
     Interaction,
+    RECORD_LEVEL,
     Permit,
     Target,
     decide,
@@ -202,6 +203,25 @@ def test_the_matrix_and_masking_hide_documents() -> None:
     assert isinstance(imaging, Deny) and imaging.hidden and imaging.rule == "profession-matrix"
     assert rule(decide(pharmacist, Interaction.READ, document(category="lab-result"),
                        context)) is None
+
+
+@pytest.mark.parametrize(("context", "expected"), [
+    (record(Relation.AUTHORISED), None),
+    (record(), "not-authorised"),
+    (record(Relation.AUTHORISED, Relation.BLOCKED), "professional-blocked"),
+    (record(attending=DOCTOR_KEY), None),
+])
+def test_a_search_of_one_record_is_decided_on_the_record_not_on_a_document_type(
+        context: AccessContext, expected: str | None) -> None:
+    """The search then filters the record's rows by matrix and masking only; a decision
+    that looked for the type "*" in the matrix would hide the record from everyone."""
+    whole_record = Target("DocumentReference", "p1", AccessLabels(RECORD_LEVEL))
+    assert rule(decide(professional("user/*.cruds"), Interaction.SEARCH, whole_record,
+                       context)) == expected
+    pharmacist = Professional("810000000003", ScopeSet.parse("user/*.cruds"), "j", "a",
+                              idnat="810000000003", exercices=(Exercice("21", "C", None),))
+    assert rule(decide(pharmacist, Interaction.SEARCH, whole_record,
+                       record(Relation.AUTHORISED))) is None
 
 
 def test_any_professional_files_into_a_record_not_closed_to_them() -> None:
