@@ -43,6 +43,7 @@ from auth.scopes import ScopeSet
 from service.audit import AgentKind, AuditRecord, AuditUnavailable, AuditWriter, record_in
 from service.errors import BadRequest, FhirError, Forbidden, NotFound, ServiceUnavailable
 from service.fhir.http import now_micros
+from service.notify import events
 from storage import access as records
 from storage.db import Database
 from storage.resources import AccessFacts
@@ -52,7 +53,6 @@ from storage.search.parameters import SUPPORTED_TYPES, params_for
 # Carnet's own work (seeding the demo data) runs as this app; no token ever maps to it.
 INTERNAL = App(subject="carnet-internal", scopes=ScopeSet.parse("system/*.cruds"),
                token_id="internal", client_id="carnet-internal")
-EMERGENCY_TOPIC = "emergency-access"
 _ACTION_CODES = {Interaction.READ: "R", Interaction.VREAD: "R",
                  Interaction.HISTORY_INSTANCE: "R", Interaction.HISTORY_TYPE: "E",
                  Interaction.SEARCH: "E", Interaction.CREATE: "C", Interaction.UPDATE: "U",
@@ -238,9 +238,9 @@ class Access:
                                                 reason=self.emergency.reason, now=now,
                                                 expires_at=expires)
             # No health data and no reason text in the event: the notification says who and when.
-            await records.add_outbox_event(conn, EMERGENCY_TOPIC, patient_id, {
-                "patient": patient_id, "actor": actor, "mode": self.emergency.mode.value,
-                "expires_at": expires}, now)
+            await events.emergency_access_opened(conn, patient_id, actor=actor,
+                                                 mode=self.emergency.mode.value,
+                                                 expires_at=expires, now=now)
         return replace(state, emergency=records.Emergency(self.emergency.mode.value,
                                                           self.emergency.reason, expires))
 

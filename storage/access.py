@@ -11,8 +11,9 @@ a search can apply it in SQL:
   team, which apps they granted;
 - ``emergency_access``: break-the-glass and SAMU (centre 15) accesses, each
   with its stated reason and end;
-- ``outbox_event``: events for the patient's notifications, written in the
-  transaction that causes them (the dispatcher comes with messaging).
+
+The notification outbox (an emergency access notifies the patient) is
+``storage.outbox``.
 
 Actors are keys such as ``idnat:810001234567`` or ``app:<client_id>``.
 """
@@ -24,13 +25,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
     Index,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -108,22 +107,9 @@ class EmergencyAccessRow(SQLModel, table=True):
     expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class OutboxEventRow(SQLModel, table=True):
-    __tablename__ = "outbox_event"
-    __table_args__ = (Index("ix_outbox_created", "created_at"),)
-
-    pk: int | None = Field(default=None, sa_column=Column(BigKey, primary_key=True,
-                                                          autoincrement=True))
-    topic: str = Field(sa_column=Column(String(64), nullable=False))
-    patient_id: str = Field(sa_column=Column(ResourceId, nullable=False))
-    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
-
-
 RECORD_POLICY = table_of(RecordPolicyRow)
 RECORD_ACTORS = table_of(RecordActorRow)
 EMERGENCY_ACCESS = table_of(EmergencyAccessRow)
-OUTBOX = table_of(OutboxEventRow)
 
 
 @dataclass(frozen=True)
@@ -228,19 +214,6 @@ async def open_emergency_access(conn: AsyncConnection, patient_id: str, actor: s
     await conn.execute(insert(EMERGENCY_ACCESS).values(
         patient_id=patient_id, actor=actor, mode=mode, reason=reason, granted_at=now,
         expires_at=expires_at))
-
-
-async def add_outbox_event(conn: AsyncConnection, topic: str, patient_id: str,
-                           payload: dict[str, object], now: int) -> None:
-    await conn.execute(insert(OUTBOX).values(topic=topic, patient_id=patient_id,
-                                             payload=orjson.dumps(payload), created_at=now))
-
-
-async def outbox_events(conn: AsyncConnection, patient_id: str) -> list[tuple[str, bytes]]:
-    rows = (await conn.execute(select(OUTBOX.c.topic, OUTBOX.c.payload)
-                               .where(OUTBOX.c.patient_id == patient_id)
-                               .order_by(OUTBOX.c.pk))).all()
-    return [(r[0], r[1]) for r in rows]
 
 
 async def record_of_identifier(conn: AsyncConnection, system: str, value: str) -> str | None:

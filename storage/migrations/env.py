@@ -8,6 +8,8 @@ import storage.audit
 import storage.directory
 import storage.documents
 import storage.oauth
+import storage.outbox
+import storage.subscriptions
 import storage.tables  # noqa: F401
 
 connection = context.config.attributes["connection"]

@@ -9,9 +9,10 @@ import httpx
 import orjson
 from sqlalchemy import update
 
-from service.access import EMERGENCY_TOPIC
-from storage.access import EMERGENCY_ACCESS, outbox_events
+from service.notify.events import EMERGENCY_ACCESS as EMERGENCY_TOPIC
+from storage.access import EMERGENCY_ACCESS
 from storage.db import Database
+from storage.outbox import patient_events
 from tests.factories import give_consent
 from tests.service.access.conftest import STRANGER, Record, as_professional, denial_rule
 from tests.tokens import Tokens
@@ -45,11 +46,11 @@ async def test_break_the_glass_opens_the_record_for_a_while_and_tells_the_patien
     assert (await anonymous.get(path, headers=stranger)).status_code == 200  # still open
 
     async with database.read() as conn:
-        events = await outbox_events(conn, record.patient_id)
-    assert [topic for topic, _ in events] == [EMERGENCY_TOPIC]  # one opening, one notice
-    payload = orjson.loads(events[0][1])
+        events = await patient_events(conn, record.patient_id)
+    assert [event.topic for event in events] == [EMERGENCY_TOPIC]  # one opening, one notice
+    payload = events[0].payload
     assert payload["mode"] == "bris_de_glace" and payload["actor"] == "idnat:8" + STRANGER.rpps
-    assert REASON not in events[0][1].decode()  # the notice carries no clinical text
+    assert REASON not in orjson.dumps(payload).decode()  # the notice carries no clinical text
 
     entries = await trail(anonymous, as_patient)
     emergency_reads = [e for e in entries if e["purposeOfEvent"][0]["coding"][0]["code"]
@@ -85,7 +86,7 @@ async def test_emergency_access_is_refused_after_the_patients_opposition(
         assert denial_rule(await anonymous.get(path, headers=emergency(tokens, mode))) == \
             "emergency-opposed"
     async with database.read() as conn:
-        assert await outbox_events(conn, record.patient_id) == []
+        assert await patient_events(conn, record.patient_id) == []
 
 
 async def test_an_emergency_access_states_its_mode_and_reason(
