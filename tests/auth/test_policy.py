@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from auth.policy import (
+    RECORD_LEVEL,
     AccessContext,
     AccessMode,
     Decision,
     Deny,
     Interaction,
-    RECORD_LEVEL,
     Permit,
     Target,
     decide,
