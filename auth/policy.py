@@ -12,6 +12,14 @@ must not learn exists (a masked document, a type outside the profession's
 matrix): the service answers it exactly as for a missing resource (404). A
 denial of the whole record (closed, blocked, not authorised) answers 403.
 
+A message (``Communication`` of category message) is its two parties' business: the
+professional it names as sender or recipient, and the patient (with the apps they granted).
+Any other professional, even the attending doctor, is told nothing of it (hidden); the
+parties are read from the message itself (``MessageLabels``, ``with_parties``) and, in SQL,
+from the ``sender.identifier`` / ``recipient.identifier`` index. A notification is the
+patient's alone. Nobody but Carnet (and its operators) writes a notification or deletes a
+message.
+
 SMART scopes come first: a token's scopes count only in the context that fits
 the caller (``patient/`` for a patient, ``user/`` for a professional,
 ``system/`` for an app acting on its own).
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Table,
@@ -31,11 +40,20 @@ from sqlalchemy import (
     exists,
     false,
     or_,
+    true,
 )
 
 from auth.principal import App, Patient, Principal, Professional
 from fhir_profiles.access import access_category, open_categories
+from fhir_profiles.messaging import (
+    MESSAGE,
+    NOTIFICATION,
+    PROFESSIONAL_SYSTEMS,
+    category_of,
+    professional_codes,
+)
 from fhir_profiles.pdsm import class_code, security_codes
+from fhir_profiles.subscriptions import OWNER_SYSTEM
 from storage.access import (
     EMERGENCY_ACCESS,
     NO_LABELS,
@@ -68,6 +86,7 @@ _PERMISSION = {
     Interaction.HISTORY_TYPE: "s", Interaction.SEARCH: "s", Interaction.CREATE: "c",
     Interaction.UPDATE: "u", Interaction.DELETE: "d", Interaction.INS_LOOKUP: "s",
 }
+SUBSCRIPTION = "Subscription"
 _READS = frozenset({Interaction.READ, Interaction.VREAD, Interaction.HISTORY_INSTANCE,
                     Interaction.HISTORY_TYPE, Interaction.SEARCH})
 
@@ -102,6 +121,17 @@ class Rule(StrEnum):
     ATTENDING_BY_PATIENT = "attending-doctor-declared-by-patient"
     LABEL_CHANGE = "document-label-change"
     AUDIT_TRAIL = "audit-trail-is-the-patients"
+    # Secure messaging (service/messaging.py applies the ones about a message's content).
+    MESSAGE_PARTIES = "message-parties-only"
+    NOTIFICATION_FOR_PATIENT = "notification-for-the-patient-only"
+    NOTIFICATION_BY_CARNET = "notification-by-carnet-only"
+    MESSAGE_SENDER = "message-sender-is-the-caller"
+    MESSAGE_SEALED = "message-sealed"
+    MESSAGE_MARK_READ = "message-patient-marks-read-only"
+    MESSAGE_REPLY_ONLY = "message-patient-replies-only"
+    MESSAGE_NO_REPLY = "message-no-reply"
+    # App Subscriptions: their channel headers are the app's secrets.
+    SUBSCRIPTION_OWNER = "subscription-of-another-app"
 
 
 @dataclass(frozen=True)
@@ -136,6 +166,11 @@ PATIENT_DOCUMENT = "patient-document"  # class 90
 PATIENT_CLASS = "90"  # TRE_A03: Autres documents déposés par le patient
 
 
+# A Communication of Carnet's category notification: the patient's inbox, not in the matrix.
+# (A message keeps the matrix's category, fhir_profiles.messaging.MESSAGE.)
+_CONVERSATION = frozenset({MESSAGE, NOTIFICATION})
+
+
 _CATEGORY_OF_TYPE = {"Patient": IDENTITY, "List": DOCUMENT_LIST, "CareTeam": CARE_TEAM,
                      "Consent": CONSENT, "Binary": BINARY, "Bundle": RESTRICTED,
                      "Subscription": RESTRICTED}
@@ -143,11 +178,22 @@ _DIRECTORY_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"
 MASQUE_PS, INVISIBLE_PATIENT = "MASQUE_PS", "INVISIBLE_PATIENT"
 
 
+@dataclass(frozen=True)
+class MessageLabels(AccessLabels):
+    """A message's labels and its parties: the national identifiers (idNat_PS, RPPS) of the
+    professionals it names as sender or recipient. The stored row keeps only the category;
+    ``with_parties`` reads the parties back from the content when a decision needs them."""
+
+    parties: frozenset[str] = frozenset()
+
+
 def labels_of(resource: dict[str, Any]) -> AccessLabels:
     """What the policy keeps beside a stored resource: its category and visibility labels."""
     resource_type = resource["resourceType"]
     if resource_type in _DIRECTORY_TYPES:
         return AccessLabels()
+    if resource_type == "Communication":
+        return _communication_labels(resource)
     category = _CATEGORY_OF_TYPE.get(resource_type) or access_category(resource) or RESTRICTED
     if resource_type != "DocumentReference":
         return AccessLabels(category)
@@ -155,6 +201,31 @@ def labels_of(resource: dict[str, Any]) -> AccessLabels:
         category = PATIENT_DOCUMENT  # what the patient filed, whatever its type says
     labels = security_codes(resource)
     return AccessLabels(category, MASQUE_PS in labels, INVISIBLE_PATIENT in labels)
+
+
+def _communication_labels(resource: dict[str, Any]) -> AccessLabels:
+    if category_of(resource) == NOTIFICATION:
+        return AccessLabels(NOTIFICATION)
+    parties = professional_codes(resource.get("sender"))
+    for recipient in resource.get("recipient") or []:
+        parties |= professional_codes(recipient)
+    return MessageLabels(access_category(resource) or MESSAGE, parties=frozenset(parties))
+
+
+def with_parties(labels: AccessLabels, content: bytes | None) -> AccessLabels:
+    """A stored message's labels with its parties (read from its content), for a decision
+    about a professional; any other labels as they are."""
+    if labels.category != MESSAGE or isinstance(labels, MessageLabels) or content is None:
+        return labels
+    return labels_of(orjson.loads(content))
+
+
+def is_party(principal: Principal, labels: AccessLabels) -> bool:
+    """Whether a professional is named as the message's sender or recipient."""
+    if not isinstance(principal, Professional) or not isinstance(labels, MessageLabels):
+        return False  # parties unknown: not a party (fail closed)
+    codes = {principal.idnat} | ({principal.rpps} if principal.rpps else set())
+    return not codes.isdisjoint(labels.parties)
 
 
 def scope_context(principal: Principal) -> str:
@@ -225,12 +296,21 @@ def decide(principal: Principal, action: Interaction, target: Target,
     if isinstance(scoped, Deny) or context.internal:
         return scoped
     category = target.labels.category
+    if category in _CONVERSATION and not context.operator:
+        sealed = _sealed(action, category)
+        if sealed is not None:
+            return sealed
     if target.patient_id is None:
         if category == BINARY and action is Interaction.CREATE:
             return Permit()  # bytes staged before the document that will govern them
         if category in (RESTRICTED, BINARY) and not isinstance(principal, App):
             return Deny(Rule.APPS_ONLY, f"{target.resource_type} is open to apps only",
                         hidden=True)
+        if (target.resource_type == SUBSCRIPTION and action in _READS
+                and not (context.operator or target.authored_by_caller)):
+            # Updates and deletes read the stored Subscription first: the owner's only.
+            return Deny(Rule.SUBSCRIPTION_OWNER, "a Subscription is read and changed by the "
+                        "app that created it", hidden=True)
         return Permit()
     if isinstance(principal, Patient):
         return _patient_decision(action, target, context)
@@ -246,6 +326,15 @@ def decide(principal: Principal, action: Interaction, target: Target,
         return Deny(Rule.APP_NOT_GRANTED, "the patient has not granted this app access to "
                     "their record")
     return _professional_decision(principal, action, target, context)
+
+
+def _sealed(action: Interaction, category: str) -> Deny | None:
+    """What nobody but Carnet does to a conversation: write a notification, delete."""
+    if category == NOTIFICATION and action is Interaction.CREATE:
+        return Deny(Rule.NOTIFICATION_BY_CARNET, "inbox notifications are written by Carnet")
+    if action is Interaction.DELETE:
+        return Deny(Rule.MESSAGE_SEALED, "a message, once sent, is never deleted")
+    return None
 
 
 def _patient_decision(action: Interaction, target: Target, context: AccessContext) -> Decision:
@@ -281,7 +370,15 @@ def _professional_decision(principal: Professional, action: Interaction, target:
                     "change", hidden=action in _READS)
     if category == IDENTITY:
         return Permit()  # identity traits: needed to find the record, to file, to ask access
+    if category in _CONVERSATION:
+        return _conversation_decision(principal, action, target, context)
     record = _record_decision(principal, action, context)
+    if (category == RECORD_LEVEL and isinstance(record, Deny)
+            and target.resource_type == "Communication"
+            and isinstance(_record_decision(principal, Interaction.CREATE, context), Permit)):
+        # Not open to them, but they may converse with the patient: the search's SQL shows
+        # them their own conversations and nothing else.
+        return Deny(record.rule, record.reason, hidden=True)
     if isinstance(record, Deny) or action not in _READS or category == RECORD_LEVEL:
         return record
     if category not in _WITH_THE_RECORD and category not in open_categories(
@@ -293,6 +390,22 @@ def _professional_decision(principal: Professional, action: Interaction, target:
         return Deny(Rule.MASKED, "the patient masked this document from professionals",
                     hidden=True)
     return record
+
+
+def _conversation_decision(principal: Professional, action: Interaction, target: Target,
+                           context: AccessContext) -> Decision:
+    """A message is its two parties' business: any other professional, even one who may
+    open the record, is told nothing of it. A party converses while the record is not
+    closed to them (as for filing: no authorisation needed to write to the patient)."""
+    if target.labels.category == NOTIFICATION:
+        return Deny(Rule.NOTIFICATION_FOR_PATIENT, "inbox notifications are the patient's",
+                    hidden=action in _READS)
+    if not is_party(principal, target.labels):
+        if action is Interaction.CREATE:
+            return Deny(Rule.MESSAGE_SENDER, "a professional sends messages in their own name")
+        return Deny(Rule.MESSAGE_PARTIES, "a message is visible to its sender and recipient "
+                    "only", hidden=True)
+    return _record_decision(principal, Interaction.CREATE, context)
 
 
 def _record_decision(principal: Professional, action: Interaction,
@@ -395,18 +508,18 @@ class PolicyFilter:
     def values(self) -> list[tuple[str, Any]]:
         principal, actor = self.viewer.principal, actor_key(self.viewer.principal)
         if isinstance(principal, App):
-            return [("policy.actor", actor)]
+            return [("policy.actor", actor), ("policy.actor", actor)]
         if isinstance(principal, Patient):
             own = self.viewer.own_record
             return [] if own is None else [("policy.record", own)]
+        codes = [("policy.code", code) for code in self._codes]
         if self.viewer.open_record is not None:
-            codes = [] if self.viewer.attending else self._codes
             return [("policy.record", self.viewer.open_record),
                     *(("policy.category", c) for c in self._categories),
-                    *(("policy.code", code) for code in codes)]
+                    *([] if self.viewer.attending else codes), *codes]
         return [*(("policy.category", c) for c in self._categories),
                 *[("policy.actor", actor)] * 5, ("policy.now", self.viewer.now),
-                *(("policy.code", code) for code in self._codes), ("policy.actor", actor)]
+                *codes, ("policy.actor", actor), *codes, *[("policy.actor", actor)] * 2]
 
     def clause(self, table: Table, bind: Bind) -> ColumnElement[bool]:
         """Builds in the order of ``values``: each ``bind`` call takes the next one."""
@@ -417,7 +530,13 @@ class PolicyFilter:
             granted = exists().where(ra.patient_id == c.patient_id,
                                      ra.actor == bind("policy.actor", actor_key(principal)),
                                      ra.relation == _APP)
-            return or_(c.patient_id.is_(None), and_(granted, c.hidden_from_patient == false()))
+            owned = exists().where(
+                TOKENS.c.resource_pk == c.pk, TOKENS.c.param == "_tag",
+                TOKENS.c.system == OWNER_SYSTEM,
+                TOKENS.c.code == bind("policy.actor", actor_key(principal)))
+            return or_(and_(c.patient_id.is_(None),
+                            or_(c.resource_type != SUBSCRIPTION, owned)),
+                       and_(granted, c.hidden_from_patient == false()))
         if isinstance(principal, Patient):
             if self.viewer.own_record is None:
                 return directory
@@ -438,26 +557,53 @@ class PolicyFilter:
         attending = exists().where(RECORD_POLICY.c.patient_id == c.patient_id,
                                    RECORD_POLICY.c.attending == bind("policy.actor", actor))
         unmasked = or_(c.masked == false(), authored, attending)
-        return or_(directory, c.category == IDENTITY, and_(in_matrix, record_open, unmasked))
+        conversation = and_(c.category == MESSAGE, self._party(c, bind),
+                            _conversation_open(c.patient_id, bind("policy.actor", actor),
+                                               bind("policy.actor", actor)))
+        return or_(directory, c.category == IDENTITY,
+                   and_(c.category != MESSAGE, in_matrix, record_open, unmasked), conversation)
 
     def _one_record(self, c: Any, record: str, bind: Bind) -> ColumnElement[bool]:
-        """The rows of the one record already opened: matrix and masking only."""
+        """The rows of the one record already opened: matrix and masking; a message, to
+        its parties only."""
         in_record = c.patient_id == bind("policy.record", record)
         in_matrix = self._in_matrix(c, bind)
-        if self.viewer.attending:
-            return and_(in_record, in_matrix)
-        return and_(in_record, in_matrix, or_(c.masked == false(), self._authored(c, bind)))
+        readable = (in_matrix if self.viewer.attending
+                    else and_(in_matrix, or_(c.masked == false(), self._authored(c, bind))))
+        return and_(in_record, or_(and_(c.category != MESSAGE, readable),
+                                   and_(c.category == MESSAGE, self._party(c, bind))))
 
     def _in_matrix(self, c: Any, bind: Bind) -> ColumnElement[bool]:
         """The row's category is open to the caller's professions."""
         return or_(*(c.category == bind("policy.category", category)
                      for category in self._categories))
 
+    def _party(self, c: Any, bind: Bind) -> ColumnElement[bool]:
+        """The message names the caller as sender or recipient (by idNat_PS or RPPS)."""
+        return exists().where(
+            TOKENS.c.resource_pk == c.pk,
+            or_(TOKENS.c.param == "sender.identifier", TOKENS.c.param == "recipient.identifier"),
+            or_(*(TOKENS.c.system == system for system in PROFESSIONAL_SYSTEMS)),
+            or_(*(TOKENS.c.code == bind("policy.code", code) for code in self._codes)))
+
     def _authored(self, c: Any, bind: Bind) -> ColumnElement[bool]:
         """The document names the caller among its authors (the ``author.identifier`` index)."""
         return exists().where(
             TOKENS.c.resource_pk == c.pk, TOKENS.c.param == "author.identifier",
             or_(*(TOKENS.c.code == bind("policy.code", code) for code in self._codes)))
+
+
+def _conversation_open(patient_id: ColumnElement[str], attending: Any,
+                       blocked: Any) -> ColumnElement[bool]:
+    """The record is open to the professional's conversations with the patient: not closed,
+    and they are not blocked (unless they attend the patient): ``_conversation_decision``."""
+    rp = RECORD_POLICY.alias("conversation_record")
+    ra = RECORD_ACTORS.alias("conversation_actor")
+    return and_(
+        ~exists().where(rp.c.patient_id == patient_id, rp.c.closed == true()),
+        or_(exists().where(rp.c.patient_id == patient_id, rp.c.attending == attending),
+            ~exists().where(ra.c.patient_id == patient_id, ra.c.actor == blocked,
+                            ra.c.relation == Relation.BLOCKED.value)))
 
 
 def _record_open(patient_id: ColumnElement[str], actors: list[Any],

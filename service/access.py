@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.policy import (
     RECORD_LEVEL,
+    SUBSCRIPTION,
     AccessContext,
     AccessMode,
     Deny,
@@ -37,9 +38,11 @@ from auth.policy import (
     attends,
     decide,
     scope_decision,
+    with_parties,
 )
 from auth.principal import App, Patient, Principal, Professional
 from auth.scopes import ScopeSet
+from fhir_profiles.subscriptions import owner_of
 from service.audit import AgentKind, AuditRecord, AuditUnavailable, AuditWriter, record_in
 from service.errors import BadRequest, FhirError, Forbidden, NotFound, ServiceUnavailable
 from service.fhir.http import now_micros
@@ -254,12 +257,17 @@ class Access:
         """
         asked = entity or f"{resource_type}/{resource_id}"
         authored = False
-        if facts.labels.masked and content is not None and isinstance(self.principal,
-                                                                      Professional):
-            authored = is_author(self.principal, orjson.loads(content))
-        target = Target(resource_type, facts.patient_id, facts.labels, authored)
+        labels = facts.labels
+        if isinstance(self.principal, Professional) and content is not None:
+            if labels.masked:
+                authored = is_author(self.principal, orjson.loads(content))
+            labels = with_parties(labels, content)  # a stored row keeps no message parties
+        elif resource_type == SUBSCRIPTION and content is not None:
+            authored = owner_of(orjson.loads(content)) == actor_key(self.principal)
+        target = Target(resource_type, facts.patient_id, labels, authored)
         context = (await self.context(conn, facts.patient_id)
-                   if facts.patient_id is not None else AccessContext(internal=self.internal))
+                   if facts.patient_id is not None
+                   else AccessContext(internal=self.internal, operator=self.operator))
         decision = decide(self.principal, action, target, context)
         if facts.patient_id is not None and not self.internal:
             self.note(facts.patient_id, action, decision, (asked,), context=context)

@@ -22,6 +22,9 @@ from service.documents.gc import collect_periodically
 from service.errors import install_error_handlers
 from service.fhir.capability import SOFTWARE_VERSION
 from service.fhir.routes import router as fhir_router
+from service.notify.channels import build_dispatcher
+from service.notify.dispatcher import Dispatcher
+from service.notify.routes import router as notify_router
 from service.settings import Settings
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -36,7 +39,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
             app.state.database = database
-            async with audit_writer(app, database):
+            async with audit_writer(app, database), dispatcher(app, settings, database):
                 yield
             return
         own = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
@@ -50,7 +53,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             own, app.state.blob_store, settings.blob_gc_grace, settings.blob_gc_interval))
             if settings.blob_gc_interval else None)
         try:
-            async with audit_writer(app, own):
+            async with audit_writer(app, own), dispatcher(app, settings, own):
                 yield
         finally:
             if sweeper is not None:
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.blob_store = open_blob_store(settings.blob_url, settings.data_dir)
     install_error_handlers(app)
     app.include_router(fhir_router)
+    app.include_router(notify_router)
     keys = KeyStore(settings.effective_keys_dir)
     if settings.idp_enabled:
         app.state.idp_config = idp_config(settings, keys)
@@ -84,6 +88,25 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         return ORJSONResponse({"status": "ok"})
 
     return app
+
+
+@asynccontextmanager
+async def dispatcher(app: FastAPI, settings: Settings,
+                     database: Database) -> AsyncIterator[Dispatcher | None]:
+    """The outbox dispatcher inside this process, unless it runs as its own process
+    (``carnet dispatcher``, CARNET_DISPATCHER_ENABLED=false here)."""
+    if not settings.dispatcher_enabled:
+        app.state.dispatcher = None
+        yield None
+        return
+    running, channels = build_dispatcher(settings, database, name="dispatcher-embedded")
+    await running.start()
+    app.state.dispatcher = running
+    try:
+        yield running
+    finally:
+        await running.stop()
+        await channels.close()
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from auth.keys import KeyStore
 from service import mint
+from service.mint import lookup
 from service.settings import Settings
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -188,7 +189,6 @@ def audit() -> None:
 
 @audit.command("verify", help="Recompute every patient's audit hash chain; exit 1 if broken.")
 def audit_verify() -> None:
-    from service.mint import lookup
     from storage.audit import VerifyReport, verify_chains
 
     report: VerifyReport = asyncio.run(lookup(_settings(), verify_chains))
@@ -197,6 +197,66 @@ def audit_verify() -> None:
         click.echo(f"broken: patient {link.patient_id} seq {link.seq}: {link.problem}")
     if report.problems:
         raise SystemExit(1)
+
+
+@main.command(help="Run the outbox dispatcher as its own process (production: several may run; "
+                   "set CARNET_DISPATCHER_ENABLED=false on the API processes then).")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+def dispatcher(once: bool) -> None:
+    from service.notify.channels import build_dispatcher
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = Database(settings.effective_database_url, pool_size=4)
+        running, channels = build_dispatcher(settings, db, name="dispatcher")
+        try:
+            await db.migrate()
+            if once:
+                return await running.run_once()
+            await running.start()
+            await asyncio.Event().wait()  # until interrupted
+            return 0
+        finally:
+            await running.stop()
+            await channels.close()
+            await db.dispose()
+
+    click.echo(f"outbox dispatcher on {settings.effective_database_url.split('://')[0]}",
+               err=True)
+    try:
+        attempted = asyncio.run(run())
+    except KeyboardInterrupt:
+        return
+    if once:
+        click.echo(f"{attempted} delivery attempt(s)", err=True)
+
+
+@main.group(help="The notification outbox: what waits, what failed.")
+def outbox() -> None:
+    pass
+
+
+@outbox.command("status", help="Events waiting and deliveries by status.")
+def outbox_status() -> None:
+    from storage.outbox import backlog
+
+    for name, count in sorted(asyncio.run(lookup(_settings(), backlog)).items()):
+        click.echo(f"{name}: {count}")
+
+
+@outbox.command("failures", help="Deliveries given up after their last attempt.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def outbox_failures(limit: int) -> None:
+    from storage.outbox import Status, deliveries
+
+    found = asyncio.run(lookup(_settings(), lambda conn: deliveries(
+        conn, status=Status.FAILED, limit=limit)))
+    for d in found:
+        click.echo(f"delivery {d.pk} event {d.event_pk} ({d.topic}) {d.channel} -> {d.target}: "
+                   f"{d.attempts} attempt(s), last error: {d.last_error}")
+    if not found:
+        click.echo("no failed delivery")
 
 
 if __name__ == "__main__":

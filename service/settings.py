@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.notify.email import parse_smtp_url
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -86,6 +89,26 @@ class Settings(BaseSettings):
                                                  "per process (0: verify every request).")
     token_leeway: int = Field(default=30, ge=0, le=300,
                               description="Clock skew tolerated on exp/nbf/iat, in seconds.")
+    smtp_url: str | None = Field(
+        default=None,
+        description="Where patient e-mails are handed over: smtp://[user:password@]host[:port]"
+                    "[?starttls=true] or smtps://... (implicit TLS); default: no e-mail.")
+    mail_from: str = Field(default="Carnet <no-reply@carnet.localhost>", min_length=3,
+                           description="The From of patient e-mails.")
+    dispatcher_enabled: bool = Field(default=True, description="Run the outbox dispatcher "
+                                     "(inbox, e-mail, app Subscriptions) inside carnet serve.")
+    dispatcher_poll_seconds: float = Field(default=1.0, ge=0.05, le=60,
+                                           description="How often the dispatcher looks for "
+                                                       "new events and due deliveries.")
+    dispatcher_max_attempts: int = Field(default=8, ge=1, le=100,
+                                         description="Attempts of one delivery before it is "
+                                                     "marked failed.")
+    dispatcher_backoff_seconds: float = Field(default=2.0, ge=0.01, le=3600,
+                                              description="Delay before the first retry, "
+                                                          "doubled after each failed attempt.")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
+                                           description="How long one notification (an app's "
+                                                       "endpoint, the SMTP server) may take.")
 
     @field_validator("database_url")
     @classmethod
@@ -101,6 +124,21 @@ class Settings(BaseSettings):
                              f"use one of {', '.join(_SUPPORTED_URL_SCHEMES)}")
         return f"{scheme}://{rest}"
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, url: str | None) -> str | None:
+        """A bad address fails at start, not at the first e-mail."""
+        if url:
+            parse_smtp_url(url)
+        return url or None
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_address(cls, sender: str) -> str:
+        if "@" not in parseaddr(sender)[1] or any(c in sender for c in "\r\n"):
+            raise ValueError("must be an e-mail address, e.g. Carnet <no-reply@carnet.example.fr>")
+        return sender
+
     @field_validator("public_url", "issuer_url", "jwks_url")
     @classmethod
     def _no_trailing_slash(cls, url: str | None) -> str | None:
@@ -111,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def local_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def portal_url(self) -> str:
+        """The patient portal's address, the only link a patient e-mail carries."""
+        return f"{self.local_url}/portal"
 
     @property
     def embedded_issuer(self) -> str:

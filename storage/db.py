@@ -11,7 +11,7 @@ pool instead of failing with "database is locked" half-way through.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,16 @@ class Database:
     async def ping(self) -> None:
         async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> Any:
+        """PostgreSQL: a connection of its own that calls ``callback`` at each ``NOTIFY
+        channel``; ``close()`` what this returns to stop."""
+        import asyncpg
+
+        url = make_url(self.url).set(drivername="postgresql")
+        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+        await conn.add_listener(channel, lambda *_: callback())
+        return conn
 
     async def dispose(self) -> None:
         await self._writer.dispose()

@@ -33,10 +33,10 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
-    and_,
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -44,6 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import BigKey, ResourceId, table_of
+
+NOTIFY_CHANNEL = "carnet_outbox"  # PostgreSQL: NOTIFY at each event's commit
 
 
 class Channel(StrEnum):
@@ -139,6 +141,8 @@ async def add_event(conn: AsyncConnection, topic: str, patient_id: str,
     pk: int = (await conn.execute(insert(OUTBOX).values(
         topic=topic, patient_id=patient_id, payload=orjson.dumps(payload), created_at=now,
         fanned_out=False).returning(OUTBOX.c.pk))).scalar_one()
+    if conn.dialect.name == "postgresql":  # delivered at commit, not at all on rollback
+        await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
     return pk
 
 
@@ -231,7 +235,7 @@ async def deliveries(conn: AsyncConnection, *, status: Status | None = None,
         select(DELIVERIES.c.pk, DELIVERIES.c.event_pk, OUTBOX.c.topic, DELIVERIES.c.channel,
                DELIVERIES.c.target, DELIVERIES.c.status, DELIVERIES.c.attempts,
                DELIVERIES.c.next_attempt_at, DELIVERIES.c.last_error)
-        .join(OUTBOX, OUTBOX.c.pk == DELIVERIES.c.event_pk).where(and_(*conditions))
+        .join(OUTBOX, OUTBOX.c.pk == DELIVERIES.c.event_pk).where(*conditions)
         .order_by(DELIVERIES.c.pk.desc()).limit(limit))).all()
     return [DeliveryView(*r) for r in rows]
 

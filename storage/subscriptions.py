@@ -7,10 +7,43 @@ subscriptions of an event's patient and topic with one index probe.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, String
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    LargeBinary,
+    String,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import ResourceId, table_of
+
+
+class RouteRequest(Protocol):
+    """Where a Subscription asks to be notified (``fhir_profiles.subscriptions`` reads it
+    from the resource)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def patient_id(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def headers(self) -> Sequence[str]: ...
+    @property
+    def content(self) -> str: ...
 
 
 class SubscriptionRouteRow(SQLModel, table=True):
@@ -30,3 +63,74 @@ class SubscriptionRouteRow(SQLModel, table=True):
 
 
 SUBSCRIPTION_ROUTES = table_of(SubscriptionRouteRow)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One subscription's route, as the dispatcher reads it."""
+
+    subscription_id: str
+    topic: str
+    patient_id: str
+    owner: str
+    endpoint: str
+    headers: tuple[str, ...]
+    content: str
+    active: bool
+    events_sent: int
+
+
+def _route(row: Any) -> Route:
+    return Route(subscription_id=row.subscription_id, topic=row.topic, patient_id=row.patient_id,
+                 owner=row.owner, endpoint=row.endpoint,
+                 headers=tuple(orjson.loads(row.headers)), content=row.content,
+                 active=bool(row.active), events_sent=int(row.events_sent))
+
+
+async def replace_route(conn: AsyncConnection, subscription_id: str,
+                        route: RouteRequest | None, owner: str) -> None:
+    """Rewrite a Subscription's route in its write's transaction. None (deleted, or not
+    active any more) removes it; a rewrite keeps ``events_sent``, so that event numbers keep
+    growing for the app."""
+    if route is None:
+        await conn.execute(delete(SUBSCRIPTION_ROUTES)
+                           .where(SUBSCRIPTION_ROUTES.c.subscription_id == subscription_id))
+        return
+    values = {"topic": route.topic, "patient_id": route.patient_id, "owner": owner,
+              "endpoint": route.endpoint, "headers": orjson.dumps(list(route.headers)),
+              "content": route.content, "active": True}
+    changed = await conn.execute(update(SUBSCRIPTION_ROUTES).where(
+        SUBSCRIPTION_ROUTES.c.subscription_id == subscription_id).values(values))
+    if changed.rowcount == 0:
+        await conn.execute(insert(SUBSCRIPTION_ROUTES).values(
+            subscription_id=subscription_id, events_sent=0, **values))
+
+
+async def routes_for(conn: AsyncConnection, patient_id: str, topic: str) -> list[Route]:
+    """The active routes of one patient and topic (one probe of the patient index)."""
+    rows = (await conn.execute(
+        select(SUBSCRIPTION_ROUTES)
+        .where(SUBSCRIPTION_ROUTES.c.patient_id == patient_id,
+               SUBSCRIPTION_ROUTES.c.topic == topic,
+               SUBSCRIPTION_ROUTES.c.active == True)  # noqa: E712
+        .order_by(SUBSCRIPTION_ROUTES.c.subscription_id))).all()
+    return [_route(r) for r in rows]
+
+
+async def route(conn: AsyncConnection, subscription_id: str) -> Route | None:
+    row = (await conn.execute(select(SUBSCRIPTION_ROUTES).where(
+        SUBSCRIPTION_ROUTES.c.subscription_id == subscription_id))).first()
+    return _route(row) if row is not None else None
+
+
+async def next_event_number(conn: AsyncConnection, subscription_id: str) -> int:
+    """Count one more event for the subscription and return its number, in the caller's
+    transaction (the row stays locked until it ends, so two dispatchers never share one)."""
+    number: int | None = (await conn.execute(
+        update(SUBSCRIPTION_ROUTES)
+        .where(SUBSCRIPTION_ROUTES.c.subscription_id == subscription_id)
+        .values(events_sent=SUBSCRIPTION_ROUTES.c.events_sent + 1)
+        .returning(SUBSCRIPTION_ROUTES.c.events_sent))).scalar_one_or_none()
+    if number is None:
+        raise LookupError(f"no route for Subscription/{subscription_id}")
+    return number

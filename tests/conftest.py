@@ -22,6 +22,7 @@ from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
 
 from service.app import create_app
 from service.settings import Settings
@@ -30,10 +31,10 @@ from tests.tokens import OPERATOR_APP, Tokens, bearer
 
 S3_REGION = "eu-west-3"  # not us-east-1, so bucket creation needs its LocationConstraint
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/carnet_test"
-TABLES = ("resource", "resource_version", "token_index", "string_index", "date_index",
-          "reference_index", "insi_identity", "health_professional", "oauth_client",
-          "oauth_code", "oauth_refresh_token", "binary_content", "document_registry",
-          "submission", "audit_log", "audit_chain")
+def tables() -> list[str]:
+    """Every table the models declare (tests/storage/test_migrations.py checks that the
+    migrations create exactly these); the app's import registered them all."""
+    return [t.name for t in SQLModel.metadata.sorted_tables]
 
 
 def postgres_url() -> str:
@@ -62,9 +63,9 @@ async def _ensure_postgres_database(url: str) -> str | None:
 async def clear(database: Database) -> None:
     async with database.write() as conn:
         if database.is_postgresql:
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+            await conn.execute(text(f"TRUNCATE {', '.join(tables())} RESTART IDENTITY"))
         else:
-            for table in TABLES:
+            for table in tables():
                 await conn.execute(text(f"DELETE FROM {table}"))
 
 

@@ -111,7 +111,11 @@ def carnet_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "service.cli"]
 
 
-def start_carnet(args: argparse.Namespace, config: Config, db_url: str) -> Server:
+def start_carnet(args: argparse.Namespace, config: Config, db_url: str,
+                 extra_env: dict[str, str] | None = None) -> Server:
+    """``carnet serve`` on a free port, ready and with the operator app's token checked.
+    ``extra_env``: further settings for this run only (e.g. ``CARNET_SMTP_URL``), applied
+    last so that they win over the environment and the defaults above."""
     port = free_port()
     # CARNET_HOST/PORT: what `carnet serve --host --port` sets, so an --app-factory app built
     # from Settings() has the same issuer (http://127.0.0.1:<port>/idp).
@@ -125,6 +129,7 @@ def start_carnet(args: argparse.Namespace, config: Config, db_url: str) -> Serve
         env.pop(name, None)
     if config.pool_size is not None:
         env["CARNET_DB_POOL_SIZE"] = str(config.pool_size)
+    env.update(extra_env or {})
     cmd = [*carnet_command(), "serve", "--workers", str(config.workers), "--host", "127.0.0.1",
            "--port", str(port)]
     if args.app_factory:

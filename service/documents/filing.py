@@ -20,14 +20,16 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction
+from auth.policy import Interaction, labels_of
 from fhir_profiles.ins import find_ins
 from fhir_profiles.outcome import Issue
 from fhir_profiles.pdsm import SUBMISSION_SET, list_kind
 from service.access import Access
 from service.errors import BadRequest, Conflict, MethodNotAllowed, NotFound, Unprocessable
 from service.fhir import interactions
+from service.fhir.http import now_micros
 from service.identity import check_patient_identity
+from service.notify import events
 from storage import documents as registry
 from storage import resources as repo
 from storage.documents import BinaryContent, FiledDocument
@@ -259,6 +261,8 @@ class Filing:
         self.changed_here = changed_here or set()
         self.patients: dict[str, str] = {}
         self.filed: list[FiledDocument] = []
+        # What the patient (and their apps) will be told once the filing commits.
+        self.notices: list[tuple[str, str, bool, list[str]]] = []
 
     async def check(self, document: dict[str, Any]) -> None:
         """Every rule for a DocumentReference just stored; supersedes what it replaces."""
@@ -280,6 +284,11 @@ class Filing:
         self.filed.append(FiledDocument(system, value, document["id"], patient_id,
                                         self.filed_by.subject, content_fingerprint(document),
                                         None))
+        replaced = [reference.rpartition("/")[2] for r in document.get("relatesTo") or []
+                    if r.get("code") == REPLACES
+                    and isinstance(reference := (r.get("target") or {}).get("reference"), str)]
+        self.notices.append((patient_id, document["id"],
+                             labels_of(document).hidden_from_patient, replaced))
 
     async def register(self, submission_response: bytes | None = None) -> None:
         """Record what was filed (and the submission's response, to answer a re-send)."""
@@ -287,6 +296,10 @@ class Filing:
               if submission_response is not None else None)
         await registry.register_documents(self.conn, [
             replace(filed, submission_pk=pk) for filed in self.filed])
+        now = now_micros()
+        for patient_id, document_id, hidden, replaced in self.notices:
+            await events.document_filed(self.conn, patient_id, document_id,
+                                        hidden_from_patient=hidden, replaces=replaced, now=now)
 
     def _binary_ids(self, document: dict[str, Any]) -> list[str]:
         return [binary_id for item in document.get("content") or []

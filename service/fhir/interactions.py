@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, Rule, labels_of, row_filter
+from auth.policy import SUBSCRIPTION, Interaction, Rule, labels_of, row_filter
 from fhir_profiles.consent import consent_issues
 from fhir_profiles.ins import ins_issues
+from fhir_profiles.messaging import communication_issues
 from fhir_profiles.outcome import Issue, ValidationFailed
 from fhir_profiles.pdsm import (
     FOLDER,
@@ -30,6 +31,7 @@ from fhir_profiles.pdsm import (
     submission_set_issues,
 )
 from fhir_profiles.structure import is_fhir_type, validate_structure
+from service import messaging, subscriptions
 from service.access import Access, not_known
 from service.consent import PROJECTED_TYPES, check_consent_actors, refresh_record
 from service.documents.metadata import check_document_update, check_label_change
@@ -44,6 +46,7 @@ from service.errors import (
 from service.fhir.http import fhir_instant, now_micros
 from service.fhir.patch import Patch
 from service.identity import check_patient_identity
+from service.notify import events
 from storage import documents as registry
 from storage import resources as repo
 from storage.resources import AccessFacts
@@ -117,6 +120,8 @@ def profile_issues(resource: dict[str, Any]) -> list[Issue]:
         return document_reference_issues(resource)
     if resource_type == "Consent":
         return consent_issues(resource)
+    if resource_type == "Communication":
+        return communication_issues(resource)
     if resource_type == "List":
         kind = list_kind(resource)
         if kind == SUBMISSION_SET:
@@ -223,6 +228,10 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Acc
     entries whose id was assigned while resolving ``urn:uuid:`` references.
     """
     assigned = resource_id or new_id()
+    if resource["resourceType"] == messaging.COMMUNICATION:
+        resource = await messaging.prepare(conn, access, resource)
+    elif resource["resourceType"] == SUBSCRIPTION:
+        resource = await subscriptions.prepare(conn, access, resource)
     facts = await _check_write(conn, access, Interaction.CREATE,
                                {**resource, "id": assigned}, None)
     await _check_against_directories(conn, resource)
@@ -234,6 +243,10 @@ async def create(conn: AsyncConnection, resource: dict[str, Any], *, access: Acc
     # Consents were written first.
     await _project(conn, access, stamped["resourceType"], facts.patient_id,
                    created=stamped if method == "POST" else None)
+    if stamped["resourceType"] == messaging.COMMUNICATION:
+        await messaging.stored(conn, access, stamped)
+    elif stamped["resourceType"] == SUBSCRIPTION:
+        await subscriptions.stored(conn, stamped)
     return Written(stamped["resourceType"], assigned, 1, last_updated, content, created=True)
 
 
@@ -271,6 +284,10 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
     if existing is None:
         return await create(conn, resource, resource_id=resource_id, method=method,
                             access=access)
+    if resource_type == messaging.COMMUNICATION:
+        messaging.check_change(access, old, resource)
+    elif resource_type == SUBSCRIPTION:
+        resource = await subscriptions.prepare(conn, access, resource, old)
     facts = await _check_write(conn, access, Interaction.UPDATE, resource, old)
     await _check_against_directories(conn, resource)
     version_id = existing.version_id + 1
@@ -280,6 +297,13 @@ async def update(conn: AsyncConnection, resource_type: str, resource_id: str,
                                 last_updated=last_updated, method=method,
                                 labels=facts.labels)
     await _project(conn, access, resource_type, existing.access.patient_id, facts.patient_id)
+    if resource_type == SUBSCRIPTION:
+        await subscriptions.stored(conn, stamped)
+    elif (resource_type == "DocumentReference" and facts.patient_id is not None
+          and existing.access.labels.hidden_from_patient
+          and not facts.labels.hidden_from_patient):
+        # INVISIBLE_PATIENT lifted: the patient is told now, as at filing.
+        await events.document_visible(conn, facts.patient_id, resource_id, last_updated)
     return Written(resource_type, resource_id, version_id, last_updated, content,
                    created=existing.deleted)
 
@@ -300,6 +324,8 @@ async def delete(conn: AsyncConnection, resource_type: str, resource_id: str, *,
         return None
     version_id = await repo.mark_deleted(conn, existing, last_updated=now_micros())
     await _project(conn, access, resource_type, existing.access.patient_id)
+    if resource_type == SUBSCRIPTION:
+        await subscriptions.ended(conn, resource_id)
     return version_id
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from auth.policy import Interaction
+from service import messaging
 from service.access import Access, audited, authorize, not_known
 from service.deps import AccessDep, BlobStoreDep, DatabaseDep, PrincipalDep, SettingsDep
 from service.documents import binaries, filing
@@ -178,6 +179,8 @@ async def create(resource_type: str, request: Request, settings: SettingsDep,
         return await _raw_upload(request, settings, db, access, blobs)
     resource = await _incoming_resource(request, settings, resource_type)
     authorize(access.principal, Interaction.CREATE, resource_type)
+    if resource_type == messaging.COMMUNICATION:  # MSSanté's no-reply, as a header
+        resource = messaging.no_reply_header(resource, request.headers.get("x-mss-mes"))
     if_none_exist = request.headers.get("if-none-exist")
     filing.check_method(resource_type, "POST", conditional=bool(if_none_exist))
     if if_none_exist:

@@ -179,6 +179,13 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
         _p("category", "token", "category"),
         _p("sent", "date", "sent"),
         _p("received", "date", "received"),
+        # Carnet's own: the message answered (the conversation), and the professionals named
+        # as parties by national identifier: a message is visible only to its parties
+        # (auth/policy.py), as a masked document to its authors.
+        _p("in-response-to", "reference", "inResponseTo", targets=("Communication",)),
+        _p("sender.identifier", "token", "sender.identifier", "sender.resolve().identifier"),
+        _p("recipient.identifier", "token", "recipient.identifier",
+           "recipient.resolve().identifier"),
     ),
     # Served from the audit log (service/fhir/audit_trail.py), one patient at a time.
     "AuditEvent": (

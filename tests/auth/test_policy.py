@@ -259,3 +259,118 @@ def test_an_app_needs_the_patients_grant() -> None:
 def test_scopes_come_first() -> None:
     assert rule(decide(professional("user/Patient.r"), Interaction.READ, document(),
                        record(Relation.AUTHORISED))) == "smart-scope"
+
+
+# ---------------------------------------------------------------------- secure messaging
+
+SENDER = "810000000001"  # professional("...")'s idNat_PS
+
+
+def conversation(*parties: str, notification: bool = False) -> Target:
+    from auth.policy import NOTIFICATION, MessageLabels
+
+    if notification:
+        return Target("Communication", "p1", AccessLabels(NOTIFICATION))
+    return Target("Communication", "p1", MessageLabels("message", parties=frozenset(parties)))
+
+
+@pytest.mark.parametrize(("target", "context", "expected", "hidden"), [
+    # A party converses while the record is not closed to them: no authorisation needed.
+    (conversation(SENDER), record(), None, False),
+    (conversation("10000000001"), record(), None, False),  # named by RPPS
+    (conversation(SENDER), record(Relation.BLOCKED), "professional-blocked", False),
+    (conversation(SENDER), record(Relation.BLOCKED, attending=DOCTOR_KEY), None, False),
+    (conversation(SENDER), record(closed=True), "record-closed", False),
+    # Anyone else is told nothing, whatever they may open.
+    (conversation("810000000009"), record(Relation.AUTHORISED), "message-parties-only", True),
+    (conversation("810000000009"), record(attending=DOCTOR_KEY), "message-parties-only", True),
+    (conversation("810000000009"), record(emergency=True), "message-parties-only", True),
+    (Target("Communication", "p1", AccessLabels("message")), record(Relation.AUTHORISED),
+     "message-parties-only", True),  # parties unknown: fail closed
+    (conversation(notification=True), record(attending=DOCTOR_KEY),
+     "notification-for-the-patient-only", True),
+])
+def test_a_message_is_its_parties_business(target: Target, context: AccessContext,
+                                           expected: str | None, hidden: bool) -> None:
+    decision = decide(professional("user/*.cruds"), Interaction.READ, target, context)
+    assert rule(decision) == expected
+    assert isinstance(decision, Deny) == (expected is not None)
+    if isinstance(decision, Deny):
+        assert decision.hidden == hidden
+
+
+def test_a_professional_writes_messages_in_their_own_name() -> None:
+    doctor = professional("user/*.cruds")
+    assert rule(decide(doctor, Interaction.CREATE, conversation(SENDER), record())) is None
+    assert rule(decide(doctor, Interaction.CREATE, conversation("810000000009"),
+                       record())) == "message-sender-is-the-caller"
+    assert rule(decide(doctor, Interaction.CREATE, conversation(SENDER),
+                       record(Relation.BLOCKED))) == "professional-blocked"
+
+
+@pytest.mark.parametrize("caller", ["patient", "professional", "app"])
+def test_nobody_but_carnet_deletes_a_message_or_writes_a_notification(caller: str) -> None:
+    who = {"patient": patient("patient/*.cruds"), "professional": professional("user/*.cruds"),
+           "app": app("system/*.cruds")}[caller]
+    context = record(Relation.APP, attending=DOCTOR_KEY)
+    if caller == "patient":
+        context = AccessContext(own_record="p1")
+    assert rule(decide(who, Interaction.DELETE, conversation(SENDER), context)) == \
+        "message-sealed"
+    assert rule(decide(who, Interaction.CREATE, conversation(notification=True),
+                       context)) == "notification-by-carnet-only"
+    carnet = AccessContext(internal=True)
+    assert rule(decide(who, Interaction.DELETE, conversation(SENDER), carnet)) is None
+
+
+def test_the_patient_and_her_apps_see_messages_and_notifications() -> None:
+    me, lab = patient("patient/*.cruds"), app("system/*.cruds")
+    for target in (conversation(SENDER), conversation(notification=True)):
+        assert rule(decide(me, Interaction.READ, target, AccessContext(own_record="p1"))) is None
+        assert rule(decide(lab, Interaction.READ, target, record(Relation.APP))) is None
+        assert rule(decide(lab, Interaction.READ, target, record())) == "app-not-granted"
+        assert rule(decide(lab, Interaction.READ, target,
+                           AccessContext(operator=True))) is None
+
+
+@pytest.mark.parametrize(("context", "expected", "hidden"), [
+    (record(), "not-authorised", True),  # the SQL then shows them their own conversations
+    (record(Relation.AUTHORISED), None, False),
+    (record(Relation.BLOCKED), "professional-blocked", False),
+    (record(closed=True), "record-closed", False),
+])
+def test_a_search_of_messages_in_a_record_one_may_not_open(context: AccessContext,
+                                                           expected: str | None,
+                                                           hidden: bool) -> None:
+    whole_record = Target("Communication", "p1", AccessLabels(RECORD_LEVEL))
+    decision = decide(professional("user/*.cruds"), Interaction.SEARCH, whole_record, context)
+    assert rule(decision) == expected
+    if isinstance(decision, Deny):
+        assert decision.hidden == hidden
+    documents = Target("DocumentReference", "p1", AccessLabels(RECORD_LEVEL))
+    assert not getattr(decide(professional("user/*.cruds"), Interaction.SEARCH, documents,
+                              record()), "hidden", True)
+
+
+def test_a_message_carries_its_parties_and_a_notification_its_own_category() -> None:
+    import orjson
+
+    from auth.policy import MessageLabels, labels_of, with_parties
+
+    stored = {"resourceType": "Communication",
+              "category": [{"coding": [{"system": "https://carnet.esante.example/fhir/"
+                                        "CodeSystem/communication-category",
+                                        "code": "message"}]}],
+              "sender": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1",
+                                        "value": SENDER}},
+              "recipient": [{"reference": "Patient/p1"}]}
+    labels = labels_of(stored)
+    assert isinstance(labels, MessageLabels)
+    assert labels.category == "message" and labels.parties == {SENDER}
+    row = AccessLabels("message")
+    assert with_parties(row, orjson.dumps(stored)) == labels
+    assert with_parties(row, None) == row
+    assert with_parties(AccessLabels("lab-result"), b"{}") == AccessLabels("lab-result")
+    notice = {**stored, "category": [{"coding": [{
+        "system": stored["category"][0]["coding"][0]["system"], "code": "notification"}]}]}
+    assert labels_of(notice) == AccessLabels("notification")

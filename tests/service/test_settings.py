@@ -54,3 +54,73 @@ def test_untested_postgresql_drivers_are_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CARNET_DATABASE_URL", "postgresql+psycopg://u@h/db")
     with pytest.raises(ValidationError, match="unsupported database URL scheme"):
         Settings()
+
+
+def test_notification_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CARNET_PUBLIC_URL", raising=False)
+    settings = Settings()
+    assert settings.smtp_url is None
+    assert settings.mail_from == "Carnet <no-reply@carnet.localhost>"
+    assert settings.dispatcher_enabled is True
+    assert (settings.dispatcher_poll_seconds, settings.dispatcher_max_attempts,
+            settings.dispatcher_backoff_seconds, settings.webhook_timeout_seconds) == (
+        1.0, 8, 2.0, 10.0)
+    assert settings.portal_url == "http://127.0.0.1:8000/portal"
+
+
+def test_the_portal_lives_under_the_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_PUBLIC_URL", "https://carnet.example.fr/")
+    assert Settings().portal_url == "https://carnet.example.fr/portal"
+
+
+def test_a_good_smtp_url_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_SMTP_URL", "smtps://user:p%40ss@mail.example.fr")
+    assert Settings().smtp_url == "smtps://user:p%40ss@mail.example.fr"
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("http://mail.example.fr", "unsupported SMTP URL scheme"),
+    ("smtp://", "names no host"),
+    ("smtp://mail?starttls=perhaps", "unknown SMTP URL option"),
+])
+def test_a_bad_smtp_url_fails_at_start(value: str, why: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_SMTP_URL", value)
+    with pytest.raises(ValidationError, match=why) as raised:
+        Settings()
+    assert "smtp_url" in str(raised.value)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CARNET_DISPATCHER_POLL_SECONDS", "0.01"),
+    ("CARNET_DISPATCHER_POLL_SECONDS", "61"),
+    ("CARNET_DISPATCHER_MAX_ATTEMPTS", "0"),
+    ("CARNET_DISPATCHER_MAX_ATTEMPTS", "101"),
+    ("CARNET_DISPATCHER_BACKOFF_SECONDS", "0.001"),
+    ("CARNET_DISPATCHER_BACKOFF_SECONDS", "3601"),
+    ("CARNET_WEBHOOK_TIMEOUT_SECONDS", "0"),
+    ("CARNET_DISPATCHER_ENABLED", "sometimes"),
+])
+def test_bad_dispatcher_settings_are_refused(variable: str, value: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert variable.removeprefix("CARNET_").lower() in str(raised.value)
+
+
+def test_the_dispatcher_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_DISPATCHER_ENABLED", "false")
+    monkeypatch.setenv("CARNET_DISPATCHER_BACKOFF_SECONDS", "0.5")
+    settings = Settings()
+    assert settings.dispatcher_enabled is False
+    assert settings.dispatcher_backoff_seconds == 0.5
+
+
+@pytest.mark.parametrize("value", ["Carnet", "no-reply", "Carnet <>"])
+def test_the_mail_sender_must_be_an_address(value: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARNET_MAIL_FROM", value)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert "mail_from" in str(raised.value)

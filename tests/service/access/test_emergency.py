@@ -46,7 +46,7 @@ async def test_break_the_glass_opens_the_record_for_a_while_and_tells_the_patien
     assert (await anonymous.get(path, headers=stranger)).status_code == 200  # still open
 
     async with database.read() as conn:
-        events = await patient_events(conn, record.patient_id)
+        events = await patient_events(conn, record.patient_id, topics=[EMERGENCY_TOPIC])
     assert [event.topic for event in events] == [EMERGENCY_TOPIC]  # one opening, one notice
     payload = events[0].payload
     assert payload["mode"] == "bris_de_glace" and payload["actor"] == "idnat:8" + STRANGER.rpps
@@ -86,7 +86,7 @@ async def test_emergency_access_is_refused_after_the_patients_opposition(
         assert denial_rule(await anonymous.get(path, headers=emergency(tokens, mode))) == \
             "emergency-opposed"
     async with database.read() as conn:
-        assert await patient_events(conn, record.patient_id) == []
+        assert await patient_events(conn, record.patient_id, topics=[EMERGENCY_TOPIC]) == []
 
 
 async def test_an_emergency_access_states_its_mode_and_reason(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 
 from fhir_profiles.consent import CHOICE_SYSTEM as CONSENT_CHOICE_SYSTEM
+from fhir_profiles.messaging import CATEGORY_SYSTEM as MESSAGE_CATEGORIES
+from fhir_profiles.subscriptions import DOCUMENT_TOPIC, FILTER_CRITERIA, PAYLOAD_CONTENT
 from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
 
 
@@ -292,10 +294,16 @@ async def test_every_supported_type_can_be_created_and_read(client: httpx.AsyncC
          "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]},
                       {"coding": [{"system": CONSENT_CHOICE_SYSTEM, "code": "emergency"}]}],
          "patient": {"reference": "Patient/p"}, "provision": {"type": "deny"}},
-        {"resourceType": "Communication", "status": "completed"},
+        {"resourceType": "Communication", "status": "completed",
+         "category": [{"coding": [{"system": MESSAGE_CATEGORIES, "code": "message"}]}],
+         "recipient": [{"reference": "Patient/p"}], "payload": [{"contentString": "Bonjour"}]},
         {"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p"}},
-        {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": "x",
-         "channel": {"type": "rest-hook", "endpoint": "https://app.example/hook"}},
+        {"resourceType": "Subscription", "status": "requested", "reason": "r",
+         "criteria": DOCUMENT_TOPIC, "_criteria": {"extension": [
+             {"url": FILTER_CRITERIA, "valueString": "DocumentReference?patient=p"}]},
+         "channel": {"type": "rest-hook", "endpoint": "https://app.example/hook",
+                     "payload": "application/fhir+json", "_payload": {"extension": [
+                         {"url": PAYLOAD_CONTENT, "valueCode": "id-only"}]}}},
         {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"}},
         {"resourceType": "Condition", "subject": {"reference": "Patient/p"}},
         {"resourceType": "MedicationStatement", "status": "active",
