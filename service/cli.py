@@ -62,8 +62,11 @@ def serve(demo: bool, host: str | None, port: int | None, workers: int) -> None:
     asyncio.run(_prepare(settings, demo))
     click.echo(f"Carnet FHIR API on {settings.local_url}/fhir "
                f"(database: {settings.effective_database_url.split('://')[0]})", err=True)
+    # Live streams (Server-Sent Events) never end by themselves: a stop waits 5 s for the
+    # requests in flight, then closes them.
     uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_level=settings.log_level, access_log=False)
+                workers=workers, log_level=settings.log_level, access_log=False,
+                timeout_graceful_shutdown=5)
 
 
 @main.command(help="Create or upgrade the database schema.")
@@ -203,9 +206,13 @@ def audit_verify() -> None:
                    "set CARNET_DISPATCHER_ENABLED=false on the API processes then).")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 def dispatcher(once: bool) -> None:
+    import logging
+
     from service.notify.channels import build_dispatcher
 
     settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     async def run() -> int:
         db = Database(settings.effective_database_url, pool_size=4)

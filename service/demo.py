@@ -8,6 +8,7 @@ twice changes nothing.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import orjson
@@ -81,7 +82,8 @@ DEMO_APP = OAuthClient(
     allowed_scopes="openid offline_access scope_all patient/*.rs patient/DocumentReference.c "
                    "user/*.cruds system/Patient.crus system/Observation.crus "
                    "system/DocumentReference.crus system/Binary.cr system/List.crus "
-                   "system/Practitioner.rs system/Organization.rs",
+                   "system/Practitioner.rs system/Organization.rs system/Subscription.cruds "
+                   "system/Communication.rs patient/Communication.cu",
     grant_types=("authorization_code", "refresh_token", "client_credentials"))
 
 
@@ -103,7 +105,15 @@ def _patient(row: tuple[Any, ...]) -> dict[str, Any]:
                                                             birth, place))
     if doctor:
         patient["generalPractitioner"] = [{"reference": f"urn:uuid:{doctor}"}]
+    # Where the notifications' e-mails go (a catcher such as Mailpit in the compose file).
+    patient["telecom"] = [{"system": "email", "value": demo_email(given[0], family)}]
     return patient
+
+
+def demo_email(given: str, family: str) -> str:
+    """marie.corse@patient.demo.carnet.test: a name, never the INS, in an address."""
+    ascii_name = unicodedata.normalize("NFKD", f"{given}.{family}").encode("ascii", "ignore")
+    return ascii_name.decode().lower().replace(" ", "-") + "@patient.demo.carnet.test"
 
 
 # (patient key, author key, LOINC type, TRE_A03 class, title, security labels): filed
@@ -196,7 +206,8 @@ async def seed_demo(db: Database, blobs: BlobStore,
                          if entry["resource"]["resourceType"] == "DocumentReference")
     return {
         "patients": [{"ins": row[1], "ins_system": INS_NIR_TEST, "family": row[2],
-                      "given": list(row[3]), "birth_date": row[5], "id": ids[row[0]]}
+                      "given": list(row[3]), "birth_date": row[5], "id": ids[row[0]],
+                      "email": demo_email(row[3][0], row[2])}
                      for row in PATIENTS],
         "insi_only_identities": [{"ins": row[1], "family": row[2], "given": list(row[3]),
                                   "gender": row[4], "birth_date": row[5]} for row in INSI_ONLY],

@@ -42,9 +42,10 @@ async def project_subscription(conn: AsyncConnection, resource: dict[str, Any],
     A Subscription that is not (or no longer) requested/active has no route."""
     subscription_id = resource["id"]
     if resource.get("status") not in STATUSES or subscription_issues(resource):
-        await routes.replace_route(conn, subscription_id, None, owner)
+        await routes.replace_route(conn, subscription_id, None, owner, now=now_micros())
         return
-    await routes.replace_route(conn, subscription_id, read_subscription(resource), owner)
+    await routes.replace_route(conn, subscription_id, read_subscription(resource), owner,
+                               now=now_micros())
 
 
 async def prepare(conn: AsyncConnection, access: Access, resource: dict[str, Any],
@@ -70,4 +71,4 @@ async def stored(conn: AsyncConnection, resource: dict[str, Any]) -> None:
 
 
 async def ended(conn: AsyncConnection, subscription_id: str) -> None:
-    await routes.replace_route(conn, subscription_id, None, "")
+    await routes.replace_route(conn, subscription_id, None, "", now=now_micros())

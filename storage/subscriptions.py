@@ -60,6 +60,8 @@ class SubscriptionRouteRow(SQLModel, table=True):
     active: bool = Field(sa_column=Column(Boolean, nullable=False))
     # eventsSinceSubscriptionStart: numbers each notification sent
     events_sent: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # When the route was first written (epoch µs): earlier events are not the app's.
+    since: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 SUBSCRIPTION_ROUTES = table_of(SubscriptionRouteRow)
@@ -78,20 +80,22 @@ class Route:
     content: str
     active: bool
     events_sent: int
+    since: int
 
 
 def _route(row: Any) -> Route:
     return Route(subscription_id=row.subscription_id, topic=row.topic, patient_id=row.patient_id,
                  owner=row.owner, endpoint=row.endpoint,
                  headers=tuple(orjson.loads(row.headers)), content=row.content,
-                 active=bool(row.active), events_sent=int(row.events_sent))
+                 active=bool(row.active), events_sent=int(row.events_sent),
+                 since=int(row.since))
 
 
 async def replace_route(conn: AsyncConnection, subscription_id: str,
-                        route: RouteRequest | None, owner: str) -> None:
+                        route: RouteRequest | None, owner: str, *, now: int) -> None:
     """Rewrite a Subscription's route in its write's transaction. None (deleted, or not
     active any more) removes it; a rewrite keeps ``events_sent``, so that event numbers keep
-    growing for the app."""
+    growing for the app, and ``since`` (= ``now`` at the first write)."""
     if route is None:
         await conn.execute(delete(SUBSCRIPTION_ROUTES)
                            .where(SUBSCRIPTION_ROUTES.c.subscription_id == subscription_id))
@@ -103,7 +107,7 @@ async def replace_route(conn: AsyncConnection, subscription_id: str,
         SUBSCRIPTION_ROUTES.c.subscription_id == subscription_id).values(values))
     if changed.rowcount == 0:
         await conn.execute(insert(SUBSCRIPTION_ROUTES).values(
-            subscription_id=subscription_id, events_sent=0, **values))
+            subscription_id=subscription_id, events_sent=0, since=now, **values))
 
 
 async def routes_for(conn: AsyncConnection, patient_id: str, topic: str) -> list[Route]:

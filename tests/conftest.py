@@ -27,6 +27,7 @@ from sqlmodel import SQLModel
 from service.app import create_app
 from service.settings import Settings
 from storage.db import Database
+from tests.endpoints import SmtpServer, WebhookReceiver
 from tests.tokens import OPERATOR_APP, Tokens, bearer
 
 S3_REGION = "eu-west-3"  # not us-east-1, so bucket creation needs its LocationConstraint
@@ -163,3 +164,25 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+# -- notification endpoints (tests/endpoints.py): real SMTP and HTTP servers on loopback --
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

@@ -109,7 +109,12 @@ class Dispatcher:
             if sender is None:
                 raise DeliveryFailed(f"no {delivery.channel} channel is configured",
                                      permanent=True)
-            await sender(delivery)
+            # A channel's own timeout bounds a send; this bounds the attempt under the lease
+            # whatever the channel does, so that no other dispatcher takes it meanwhile.
+            async with asyncio.timeout(self.policy.lease_seconds * 0.8):
+                await sender(delivery)
+        except TimeoutError:
+            error = "the attempt outlasted its lease"
         except DeliveryFailed as exc:
             error, permanent = exc.reason, exc.permanent
         except Exception as exc:  # a bug or an outage in one channel must not stop the rest
@@ -121,6 +126,8 @@ class Dispatcher:
         async with self._database.write() as conn:
             status = await outbox.record_attempt(conn, delivery, now, error=error,
                                                  retry_at=later)
+        log.debug("delivery %s (%s, event %s): %s", delivery.pk, delivery.channel,
+                  delivery.event.pk, error or "done")
         if status is Status.FAILED:
             log.warning("delivery %s (%s, event %s) failed for good after %d attempt(s): %s",
                         delivery.pk, delivery.channel, delivery.event.pk,
@@ -203,6 +210,8 @@ async def default_targets(conn: AsyncConnection, event: Event, *, email: bool,
     if topic is None:
         return targets
     for route in await routes(conn, event.patient_id, topic):
+        if route.since > event.created_at:
+            continue  # the app subscribed after the event
         owner: str = route.owner
         if owner.removeprefix("app:") not in operators:
             if not facing:

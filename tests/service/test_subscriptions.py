@@ -73,8 +73,8 @@ async def test_a_stored_subscription_gets_its_route(db: Database) -> None:
     assert found == [Route(subscription_id="sub-1", topic=DOCUMENT_TOPIC, patient_id="p-1",
                            owner=APP, endpoint="https://app.example.org/notify",
                            headers=("Authorization: Bearer t",), content="id-only",
-                           active=True, events_sent=0)]
-    assert one == found[0]
+                           active=True, events_sent=0, since=found[0].since)]
+    assert one == found[0] and found[0].since > 0
 
 
 async def test_routes_are_found_by_patient_and_topic(db: Database) -> None:
@@ -141,8 +141,8 @@ async def test_an_inactive_or_removed_subscription_loses_its_route(db: Database)
         await project_subscription(conn, subscription("sub-2"), APP)
     async with db.write() as conn:
         await project_subscription(conn, subscription("sub-1", status="off"), APP)
-        await routes.replace_route(conn, "sub-2", None, APP)
-        await routes.replace_route(conn, "sub-never", None, APP)  # nothing to remove: fine
+        await routes.replace_route(conn, "sub-2", None, APP, now=1)
+        await routes.replace_route(conn, "sub-never", None, APP, now=1)  # nothing to remove: fine
     async with db.read() as conn:
         assert await routes.routes_for(conn, "p-1", DOCUMENT_TOPIC) == []
         assert await routes.route(conn, "sub-1") is None
@@ -153,7 +153,7 @@ async def test_a_route_can_move_to_another_patient(db: Database) -> None:
         await project_subscription(conn, subscription(), APP)
         await routes.replace_route(conn, "sub-1", SubscriptionRequest(
             topic=DOCUMENT_TOPIC, patient_id="p-9", endpoint="https://app.example.org/n",
-            headers=(), content="empty", end=None), APP)
+            headers=(), content="empty", end=None), APP, now=2)
     async with db.read() as conn:
         assert await routes.routes_for(conn, "p-1", DOCUMENT_TOPIC) == []
         [moved] = await routes.routes_for(conn, "p-9", DOCUMENT_TOPIC)

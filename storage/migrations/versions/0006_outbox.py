@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("content", sa.String(length=16), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("events_sent", sa.BigInteger(), nullable=False),
+        sa.Column("since", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("subscription_id"),
     )
     op.create_index("ix_subscription_route_patient", "subscription_route",

@@ -173,3 +173,15 @@ def test_the_backoff_doubles_up_to_an_hour_and_stops_at_the_last_attempt() -> No
     assert [retry_at(policy, n, 0) for n in range(3)] == [2_000_000, 4_000_000, 8_000_000]
     assert retry_at(policy, 20, 0) == 3600 * 1_000_000
     assert retry_at(Policy(max_attempts=3), 2, 0) is None
+
+
+async def test_an_attempt_never_outlasts_its_lease(database: Database) -> None:
+    """A channel that hangs is cut off before another dispatcher may take the delivery."""
+    await add_events(database, 1)
+    hanging = Recorder(pause=3600)
+    short_lease = Policy(max_attempts=3, backoff_seconds=0.05, lease_seconds=0.3)
+    assert await asyncio.wait_for(dispatcher(database, hanging, short_lease).deliver_due(),
+                                  5) == 1
+    [delivery] = await all_deliveries(database)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == \
+        ("pending", 1, "the attempt outlasted its lease")

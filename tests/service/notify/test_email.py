@@ -6,7 +6,7 @@ import pytest
 
 from service.notify.email import SmtpTarget, notice, parse_smtp_url, send_email
 from service.notify.errors import DeliveryFailed
-from tests.service.notify.conftest import SmtpServer, unused_port
+from tests.endpoints import SmtpServer, unused_port
 
 PORTAL = "https://carnet.example.fr/portal"
 SENDER = "Carnet <no-reply@carnet.example.fr>"

@@ -17,8 +17,8 @@ from service.notify.dispatcher import Dispatcher
 from service.settings import Settings
 from storage import outbox
 from storage.db import Database
+from tests.endpoints import SmtpServer, WebhookReceiver
 from tests.factories import FHIR_JSON, file_document, give_consent, ins_patient
-from tests.service.notify.conftest import SmtpServer, WebhookReceiver
 from tests.tokens import PATIENT, Tokens, bearer
 
 EMAIL = "marie.corse@example.org"
@@ -186,3 +186,15 @@ async def test_operators_see_failed_deliveries(
     assert professional.status_code == 403
     bad = await client.get("/notifications/deliveries", params={"status": "lost"})
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_an_app_is_told_only_of_what_happens_after_it_subscribed(
+        client: httpx.AsyncClient, anonymous: httpx.AsyncClient, tokens: Tokens,
+        patient_id: str, dispatcher: Dispatcher, webhook_receiver: WebhookReceiver) -> None:
+    await give_consent(client, patient_id, "app", "permit", apps=(GRANTED_APP,))
+    await file_document(client, patient_id)  # not yet delivered when the app subscribes
+    await subscribe(anonymous, tokens, patient_id, webhook_receiver.url)
+    later = await file_document(client, patient_id)
+    await dispatcher.run_once()
+    assert [bundle["entry"][1]["fullUrl"].rsplit("/", 1)[1]
+            for _, bundle in webhook_receiver.received] == [later["id"]]

@@ -10,7 +10,7 @@ import pytest
 from fhir_profiles.subscriptions import DOCUMENT_TOPIC, notification_bundle
 from service.notify.errors import DeliveryFailed
 from service.notify.webhook import channel_headers, post_notification
-from tests.service.notify.conftest import WebhookReceiver, unused_port
+from tests.endpoints import WebhookReceiver, unused_port
 
 BASE = "https://carnet.test/fhir"
 

@@ -1,4 +1,5 @@
-"""Real notification endpoints on loopback: an SMTP server (aiosmtpd) and an HTTP receiver.
+"""Real notification endpoints on loopback: an SMTP server (aiosmtpd) and an HTTP receiver
+(the ``smtp_server`` and ``webhook_receiver`` fixtures of tests/conftest.py).
 
 Both are function-scoped and ready when the fixture returns. ``smtp_server.stop()`` and
 ``.start()`` keep the port, so a test can take the mail server down and bring it back;
@@ -14,12 +15,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -109,16 +108,6 @@ class SmtpServer:
             self._controller = None
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class _Receiver(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -183,12 +172,3 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-
-@pytest.fixture
-def webhook_receiver() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    try:
-        yield receiver
-    finally:
-        receiver.close()
