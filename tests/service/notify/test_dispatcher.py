@@ -180,8 +180,9 @@ async def test_an_attempt_never_outlasts_its_lease(database: Database) -> None:
     await add_events(database, 1)
     hanging = Recorder(pause=3600)
     short_lease = Policy(max_attempts=3, backoff_seconds=0.05, lease_seconds=0.3)
-    assert await asyncio.wait_for(dispatcher(database, hanging, short_lease).deliver_due(),
-                                  5) == 1
+    running = dispatcher(database, hanging, short_lease)
+    assert await running.fan_out() == 1
+    assert await asyncio.wait_for(running.deliver_due(), 5) == 1
     [delivery] = await all_deliveries(database)
     assert (delivery.status, delivery.attempts, delivery.last_error) == \
         ("pending", 1, "the attempt outlasted its lease")
