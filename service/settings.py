@@ -23,7 +23,9 @@ _SUPPORTED_URL_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 class Settings(BaseSettings):
     """Every setting Carnet reads; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="CARNET_", extra="ignore")
+    # A bad value is named in the error, never echoed: URLs may carry passwords.
+    model_config = SettingsConfigDict(env_prefix="CARNET_", extra="ignore",
+                                      hide_input_in_errors=True)
 
     data_dir: Path = Field(default=Path("carnet-data"),
                            description="Where the embedded database and blobs live.")

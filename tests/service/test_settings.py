@@ -124,3 +124,11 @@ def test_the_mail_sender_must_be_an_address(value: str,
     with pytest.raises(ValidationError) as raised:
         Settings()
     assert "mail_from" in str(raised.value)
+
+
+def test_a_bad_setting_is_named_without_echoing_its_value() -> None:
+    """A mistyped SMTP URL must not print its password in the start-up error."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(smtp_url="smtpx://mailer:s3cret-pass@mail.example:25")
+    assert "smtp_url" in str(refused.value)
+    assert "s3cret-pass" not in str(refused.value)
