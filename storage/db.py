@@ -65,8 +65,12 @@ class Database:
             # prepared statement per query shape, and a generic plan for, say, patient + type
             # picks the type index (tens of thousands of rows) over the patient's ten
             # documents (2 s instead of 0.3 ms).
+            # The two engines share the process's budget (CARNET_DB_POOL_SIZE connections,
+            # as many again in bursts): a quarter for point reads, the rest for the others.
+            readers = max(1, pool_size // 4)
             self._writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size,
+                url, pool_size=max(1, pool_size - readers),
+                max_overflow=max(1, pool_size - readers),
                 connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
             # Reads need no BEGIN/COMMIT round trips: one statement, autocommit.
             self._query = self._writer.execution_options(isolation_level="AUTOCOMMIT")
@@ -74,7 +78,7 @@ class Database:
             # planning those statements for each value cost more than running them (0.4 ms
             # of PostgreSQL CPU for a policy-filtered search, 64 µs for the record's state).
             self._reader = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size,
+                url, pool_size=readers, max_overflow=readers,
                 connect_args={"server_settings": {"plan_cache_mode": "auto"}},
             ).execution_options(isolation_level="AUTOCOMMIT")
         else:

@@ -200,6 +200,12 @@ def test_a_dispatcher_killed_mid_delivery_delivers_after_its_restart(
         try:  # once the killed one's lease (3 x the 2 s timeout) has run out
             wait_for("the delivery after the restart",
                      lambda: len(webhook_receiver.received) == 2, timeout=30)
+            try:
+                wait_for("pending", lambda: httpx.get(f"{base}/notifications/deliveries", headers=app, timeout=10).json()["backlog"].get("deliveries_pending", 0) == 0)
+            except AssertionError:
+                print(subprocess.run(["py-spy", "dump", "--pid", str(second.pid)], capture_output=True).stdout.decode())
+                print(subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "carnet_test_perf", "-c", "select pid, state, wait_event_type, wait_event, left(query, 150), xact_start, backend_start from pg_stat_activity where datname='carnet_test_perf'", "-c", "select locktype, relation::regclass, pid, mode, granted from pg_locks where not granted"], capture_output=True).stdout.decode())
+                raise
         finally:
             second.terminate()
             second.wait(10)
@@ -221,6 +227,10 @@ def test_a_dispatcher_killed_mid_delivery_delivers_after_its_restart(
             counts: dict[str, int] = answer.json()["backlog"]
             return counts
 
-        wait_for("every delivery done", lambda: backlog().get("deliveries_pending", 0) == 0)
+        try:
+            wait_for("every delivery done", lambda: backlog().get("deliveries_pending", 0) == 0)
+        except AssertionError:
+            print(subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "carnet_test_perf", "-c", "select pid, state, wait_event_type, wait_event, left(query, 120), xact_start from pg_stat_activity where datname='carnet_test_perf'", "-c", "select * from pg_locks where not granted"], capture_output=True).stdout.decode())
+            raise
         assert backlog().get("deliveries_failed", 0) == 0
         assert "deliveries_done: " in carnet(env, base, "outbox", "status")

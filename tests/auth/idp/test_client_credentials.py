@@ -20,7 +20,8 @@ from tests.tokens import bearer
 DEMO_SYSTEM_SCOPES = {"system/Binary.cr", "system/DocumentReference.crus",
                       "system/List.crus", "system/Observation.crus",
                       "system/Organization.rs", "system/Patient.crus",
-                      "system/Practitioner.rs"}
+                      "system/Practitioner.rs", "system/Subscription.cruds",
+                      "system/Communication.rs"}
 
 
 async def test_a_client_authenticated_with_basic_auth_gets_an_app_token(
