@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -207,6 +208,21 @@ def activated(resource: dict[str, Any]) -> dict[str, Any]:
     copied = copy.deepcopy(resource)
     copied["status"] = "active"
     return copied
+
+
+def document_subscription(patient: str, endpoint: str, *, content: str = ID_ONLY,
+                          headers: Sequence[str] = (), status: str = "requested",
+                          reason: str = "Nouveaux documents du patient") -> dict[str, Any]:
+    """What an app POSTs to be told of a patient's new documents (``patient``: an id or
+    ``Patient/<id>``): the one shape Carnet accepts, for clients, harnesses and tests."""
+    return {
+        "resourceType": "Subscription", "status": status, "reason": reason,
+        "criteria": DOCUMENT_TOPIC,
+        "_criteria": {"extension": [{"url": FILTER_CRITERIA,
+                                     "valueString": f"DocumentReference?patient={patient}"}]},
+        "channel": {"type": REST_HOOK, "endpoint": endpoint, "payload": FHIR_JSON,
+                    "_payload": {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": content}]},
+                    "header": list(headers)}}
 
 
 def _reference(base: str, reference: str) -> str:

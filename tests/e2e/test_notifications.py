@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from fhir_profiles.subscriptions import DOCUMENT_TOPIC, FILTER_CRITERIA, PAYLOAD_CONTENT
+from fhir_profiles.subscriptions import document_subscription
 from service.demo import INS_NIR_TEST, PATIENTS, demo_email
 from service.documents.samples import document_bundle
 from storage.db import Database
@@ -59,15 +59,8 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> Non
 
 def subscribe(base: str, app: dict[str, str], patient_id: str, endpoint: str) -> str:
     created = httpx.post(f"{base}/fhir/Subscription", headers={**FHIR_JSON, **app},
-                         content=orjson.dumps({
-        "resourceType": "Subscription", "status": "requested", "reason": "new documents",
-        "criteria": DOCUMENT_TOPIC,
-        "_criteria": {"extension": [{"url": FILTER_CRITERIA,
-                                     "valueString": f"DocumentReference?patient={patient_id}"}]},
-        "channel": {"type": "rest-hook", "endpoint": endpoint,
-                    "payload": "application/fhir+json",
-                    "_payload": {"extension": [{"url": PAYLOAD_CONTENT,
-                                                "valueCode": "id-only"}]}}}), timeout=10)
+                         content=orjson.dumps(document_subscription(patient_id, endpoint)),
+                         timeout=10)
     assert created.status_code == 201, created.text
     subscription_id: str = created.json()["id"]
     return subscription_id

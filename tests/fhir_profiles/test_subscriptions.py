@@ -16,6 +16,7 @@ from fhir_profiles.subscriptions import (
     STATUS_PROFILE,
     SubscriptionRequest,
     activated,
+    document_subscription,
     notification_bundle,
     read_subscription,
     subscription_issues,
@@ -27,16 +28,10 @@ IG = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 
 def subscription(**changes: Any) -> dict[str, Any]:
     """A Subscription Carnet accepts; ``changes`` replace top-level or channel elements."""
-    resource: dict[str, Any] = {
-        "resourceType": "Subscription", "status": "requested",
-        "reason": "Nouveaux documents de la patiente", "end": "2027-01-01T00:00:00Z",
-        "criteria": DOCUMENT_TOPIC,
-        "_criteria": {"extension": [{"url": FILTER_CRITERIA,
-                                     "valueString": "DocumentReference?patient=Patient/p-1"}]},
-        "channel": {"type": "rest-hook", "endpoint": "https://app.example.org/notify",
-                    "payload": "application/fhir+json",
-                    "_payload": {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": "id-only"}]},
-                    "header": ["Authorization: Bearer app-token"]}}
+    resource = document_subscription("Patient/p-1", "https://app.example.org/notify",
+                                     headers=["Authorization: Bearer app-token"],
+                                     reason="Nouveaux documents de la patiente")
+    resource["end"] = "2027-01-01T00:00:00Z"
     for name, value in changes.items():
         target = resource["channel"] if name in ("type", "endpoint", "payload", "_payload",
                                                  "header") else resource

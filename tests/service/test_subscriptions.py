@@ -12,10 +12,9 @@ from sqlalchemy import delete
 from auth.policy import app_actor
 from fhir_profiles.subscriptions import (
     DOCUMENT_TOPIC,
-    FILTER_CRITERIA,
-    PAYLOAD_CONTENT,
     SubscriptionRequest,
     activated,
+    document_subscription,
 )
 from service.errors import Unprocessable
 from service.subscriptions import check_subscription, project_subscription
@@ -30,15 +29,8 @@ def subscription(subscription_id: str = "sub-1", patient: str = "Patient/p-1", *
                  status: str = "active", content: str = "id-only",
                  endpoint: str = "https://app.example.org/notify",
                  headers: tuple[str, ...] = ("Authorization: Bearer t",)) -> dict[str, Any]:
-    return {"resourceType": "Subscription", "id": subscription_id, "status": status,
-            "reason": "documents", "criteria": DOCUMENT_TOPIC,
-            "_criteria": {"extension": [{"url": FILTER_CRITERIA,
-                                         "valueString": f"DocumentReference?patient={patient}"}]},
-            "channel": {"type": "rest-hook", "endpoint": endpoint,
-                        "payload": "application/fhir+json",
-                        "_payload": {"extension": [{"url": PAYLOAD_CONTENT,
-                                                    "valueCode": content}]},
-                        "header": list(headers)}}
+    return {**document_subscription(patient, endpoint, content=content, headers=headers,
+                                    status=status), "id": subscription_id}
 
 
 @pytest.fixture

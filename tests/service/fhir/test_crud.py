@@ -6,7 +6,7 @@ import httpx
 
 from fhir_profiles.consent import CHOICE_SYSTEM as CONSENT_CHOICE_SYSTEM
 from fhir_profiles.messaging import CATEGORY_SYSTEM as MESSAGE_CATEGORIES
-from fhir_profiles.subscriptions import DOCUMENT_TOPIC, FILTER_CRITERIA, PAYLOAD_CONTENT
+from fhir_profiles.subscriptions import document_subscription
 from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
 
 
@@ -298,12 +298,7 @@ async def test_every_supported_type_can_be_created_and_read(client: httpx.AsyncC
          "category": [{"coding": [{"system": MESSAGE_CATEGORIES, "code": "message"}]}],
          "recipient": [{"reference": "Patient/p"}], "payload": [{"contentString": "Bonjour"}]},
         {"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p"}},
-        {"resourceType": "Subscription", "status": "requested", "reason": "r",
-         "criteria": DOCUMENT_TOPIC, "_criteria": {"extension": [
-             {"url": FILTER_CRITERIA, "valueString": "DocumentReference?patient=p"}]},
-         "channel": {"type": "rest-hook", "endpoint": "https://app.example/hook",
-                     "payload": "application/fhir+json", "_payload": {"extension": [
-                         {"url": PAYLOAD_CONTENT, "valueCode": "id-only"}]}}},
+        document_subscription("p", "https://app.example/hook"),
         {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"}},
         {"resourceType": "Condition", "subject": {"reference": "Patient/p"}},
         {"resourceType": "MedicationStatement", "status": "active",

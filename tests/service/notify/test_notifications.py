@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from fhir_profiles.subscriptions import DOCUMENT_TOPIC, FILTER_CRITERIA, PAYLOAD_CONTENT
+from fhir_profiles.subscriptions import document_subscription
 from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
 from service.settings import Settings
@@ -41,25 +41,14 @@ async def patient_id(client: httpx.AsyncClient, database: Database) -> str:
                              nir=PATIENT.nir, telecom=[{"system": "email", "value": EMAIL}])
 
 
-def subscription(patient_id: str, endpoint: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Subscription", "status": "requested", "reason": "new documents",
-        "criteria": DOCUMENT_TOPIC,
-        "_criteria": {"extension": [{"url": FILTER_CRITERIA,
-                                     "valueString": f"DocumentReference?patient={patient_id}"}]},
-        "channel": {"type": "rest-hook", "endpoint": endpoint,
-                    "payload": "application/fhir+json",
-                    "_payload": {"extension": [{"url": PAYLOAD_CONTENT,
-                                                "valueCode": "id-only"}]},
-                    "header": ["Authorization: Bearer app-secret"]}}
-
-
 async def subscribe(anonymous: httpx.AsyncClient, tokens: Tokens, patient_id: str,
                     endpoint: str) -> str:
     """An app the patient granted subscribes to their new documents."""
     app = bearer(tokens.app("system/*.rs system/Subscription.cruds", GRANTED_APP))
     created = await anonymous.post("/fhir/Subscription", headers={**FHIR_JSON, **app},
-                                   content=orjson.dumps(subscription(patient_id, endpoint)))
+                                   content=orjson.dumps(document_subscription(
+                                       patient_id, endpoint,
+                                       headers=["Authorization: Bearer app-secret"])))
     assert created.status_code == 201, created.text
     assert created.json()["status"] == "active"
     subscription_id: str = created.json()["id"]
