@@ -187,6 +187,14 @@ class MessageLabels(AccessLabels):
     parties: frozenset[str] = frozenset()
 
 
+def meta_security_codes(resource: dict[str, Any]) -> set[str]:
+    """The codes of ``meta.security`` (labels a resource other than a document carries)."""
+    meta = resource.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    return {c["code"] for c in labels or [] if isinstance(c, dict)
+            and isinstance(c.get("code"), str)}
+
+
 def labels_of(resource: dict[str, Any]) -> AccessLabels:
     """What the policy keeps beside a stored resource: its category and visibility labels."""
     resource_type = resource["resourceType"]
@@ -196,7 +204,10 @@ def labels_of(resource: dict[str, Any]) -> AccessLabels:
         return _communication_labels(resource)
     category = _CATEGORY_OF_TYPE.get(resource_type) or access_category(resource) or RESTRICTED
     if resource_type != "DocumentReference":
-        return AccessLabels(category)
+        # Clinical data (what a summary is built from) takes the same labels in meta.security
+        # as its author sets them: a masked diagnosis stays out of other professionals' view.
+        tagged = meta_security_codes(resource)
+        return AccessLabels(category, MASQUE_PS in tagged, INVISIBLE_PATIENT in tagged)
     if class_code(resource) == PATIENT_CLASS:
         category = PATIENT_DOCUMENT  # what the patient filed, whatever its type says
     labels = security_codes(resource)

@@ -49,6 +49,9 @@ class Matrix:
     by_type: Mapping[tuple[str, str], str]  # (type system URI, code) -> category
     by_class: Mapping[str, str]  # TRE_A03 class code -> category
     by_resource_type: Mapping[str, str]  # resourceType -> category
+    # (resourceType, element, coding system, code prefix) -> category, tried in order before
+    # by_resource_type: a psychiatric diagnosis, an imaging result
+    by_coding: tuple[tuple[str, str, str, str, str], ...]
     not_governed: frozenset[str]
     fallback: str
     professions: Mapping[str, frozenset[str]]
@@ -65,6 +68,10 @@ class Matrix:
                 return self.by_type[found]
             klass = class_code(doc)
             return self.by_class.get(klass, self.fallback) if klass else self.fallback
+        for rule_type, element, system, prefix, category in self.by_coding:
+            if rule_type == resource_type and _has_coding(resource.get(element), system,
+                                                          prefix):
+                return category
         # Unknown clinical types fail closed, like unrecognised documents.
         return self.by_resource_type.get(str(resource_type), self.fallback)
 
@@ -72,6 +79,33 @@ class Matrix:
         """Union of the categories open to any of ``profession_codes``; unknown codes add none."""
         return frozenset().union(*(self.professions.get(code, frozenset())
                                    for code in profession_codes))
+
+
+def _has_coding(concepts: Any, system: str, prefix: str) -> bool:
+    """Whether a CodeableConcept (or a list of them) has a coding of ``system`` whose code
+    starts with ``prefix``."""
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else []:
+            if (isinstance(coding, dict) and coding.get("system") == system
+                    and str(coding.get("code") or "").startswith(prefix)):
+                return True
+    return False
+
+
+def _coding_rules(name: str, spec: dict[str, Any],
+                  problems: list[str]) -> list[tuple[str, str, str, str, str]]:
+    """A category's ``codings``: [{resourceType, element, system, prefix}]."""
+    found: list[tuple[str, str, str, str, str]] = []
+    for rule in spec.get("codings", []) if isinstance(spec.get("codings", []), list) else [None]:
+        fields = [str(rule.get(k)) if isinstance(rule, dict) and isinstance(rule.get(k), str)
+                  else "" for k in ("resourceType", "element", "system", "prefix")]
+        if not all(fields[:3]) or not isinstance(rule, dict) or "prefix" not in rule:
+            problems.append(f"category {name!r}: each of 'codings' needs resourceType, "
+                            "element, system (strings) and prefix")
+            continue
+        found.append((fields[0], fields[1], fields[2], fields[3], name))
+    return found
 
 
 def _strings(value: Any) -> list[str] | None:
@@ -127,8 +161,11 @@ def load_matrix(data: Mapping[str, Any]) -> Matrix:
         raise MatrixError(["'categories' must be a non-empty object"])
     categories = frozenset(str(name) for name in specs)
     rules: dict[str, dict[Any, str]] = {"by_type": {}, "by_class": {}, "by_resource_type": {}}
+    by_coding: list[tuple[str, str, str, str, str]] = []
     for name, spec in specs.items():
         _category_rules(name, spec, rules, problems)
+        if isinstance(spec, dict):
+            by_coding += _coding_rules(name, spec, problems)
     fallback = data.get("fallback")
     if fallback not in categories:
         problems.append(f"fallback {fallback!r} is not a category")
@@ -160,7 +197,7 @@ def load_matrix(data: Mapping[str, Any]) -> Matrix:
     if problems:
         raise MatrixError(list(dict.fromkeys(problems)))  # a group's URIs repeat a clash
     return Matrix(categories=categories, by_type=rules["by_type"], by_class=rules["by_class"],
-                  by_resource_type=rules["by_resource_type"],
+                  by_resource_type=rules["by_resource_type"], by_coding=tuple(by_coding),
                   not_governed=frozenset(not_governed), fallback=str(fallback),
                   professions=professions)
 

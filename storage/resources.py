@@ -16,6 +16,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
     insert,
     or_,
@@ -157,6 +158,23 @@ async def current_content(conn: AsyncConnection, resource_type: str, resource_id
         row = (await conn.execute(_CURRENT_CONTENT, {"resource_type": resource_type,
                                                      "resource_id": resource_id})).first()
     return CurrentContent(row[0], row[1], row[2], row[3], _facts(row, 4)) if row else None
+
+
+async def record_resources(conn: AsyncConnection, patient_id: str, resource_types: list[str],
+                           visible: ColumnElement[bool] | None, *,
+                           limit: int) -> list[tuple[str, str, bytes]]:
+    """A record's current resources of ``resource_types`` that ``visible`` lets through
+    (type, id, content), oldest first: one probe of the record index."""
+    if not resource_types:
+        return []
+    stmt = (select(RESOURCES.c.resource_type, RESOURCES.c.resource_id, RESOURCES.c.content)
+            .where(RESOURCES.c.patient_id == patient_id,
+                   RESOURCES.c.resource_type.in_(resource_types),
+                   RESOURCES.c.deleted == false())
+            .order_by(RESOURCES.c.pk).limit(limit))
+    if visible is not None:
+        stmt = stmt.where(visible)
+    return [(r[0], r[1], r[2]) for r in (await conn.execute(stmt)).all()]
 
 
 async def specific_version(conn: AsyncConnection, resource_type: str, resource_id: str,

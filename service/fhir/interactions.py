@@ -17,6 +17,8 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.policy import SUBSCRIPTION, Interaction, Rule, labels_of, row_filter
+from fhir_profiles.clinical import ELEMENTS as CLINICAL_ELEMENTS
+from fhir_profiles.clinical import clinical_issues
 from fhir_profiles.consent import consent_issues
 from fhir_profiles.ins import ins_issues
 from fhir_profiles.messaging import communication_issues
@@ -112,7 +114,8 @@ def validate(resource: dict[str, Any], resource_type: str | None = None) -> dict
 
 
 def profile_issues(resource: dict[str, Any]) -> list[Issue]:
-    """The French profiles Carnet enforces: FR Core INS, PDSm documents and lists."""
+    """The profiles Carnet enforces: FR Core INS, PDSm documents and lists, messages,
+    coded clinical data (what a summary is built from)."""
     resource_type = resource["resourceType"]
     if resource_type == "Patient":
         return ins_issues(resource)
@@ -122,6 +125,8 @@ def profile_issues(resource: dict[str, Any]) -> list[Issue]:
         return consent_issues(resource)
     if resource_type == "Communication":
         return communication_issues(resource)
+    if resource_type in CLINICAL_ELEMENTS:
+        return clinical_issues(resource)
     if resource_type == "List":
         kind = list_kind(resource)
         if kind == SUBMISSION_SET:

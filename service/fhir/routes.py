@@ -43,6 +43,7 @@ from service.fhir.insi import ins_lookup_operation
 from service.fhir.patch import patch_from_request
 from service.fhir.search import SearchRequest, one_patient, search
 from service.fhir.smart import smart_configuration
+from service.fhir.summary import summary_by_identifier, summary_of_patient
 from service.settings import Settings
 from storage.blobs import BlobStore
 from storage.db import Database
@@ -54,6 +55,10 @@ router.add_api_route("/.well-known/smart-configuration", smart_configuration, me
                      summary="SMART configuration (public)")
 router.add_api_route("/Patient/$ins-lookup", ins_lookup_operation, methods=["POST"],
                      summary="INSi mock: the INS and traits for given traits, or an INS")
+router.add_api_route("/Patient/$summary", summary_by_identifier, methods=["GET", "POST"],
+                     summary="IPS patient summary of the patient with this identifier (INS)")
+router.add_api_route("/Patient/{patient_id}/$summary", summary_of_patient, methods=["GET"],
+                     summary="IPS patient summary (persist=true files it as a document)")
 
 
 def _written_response(request: Request, settings: Settings,

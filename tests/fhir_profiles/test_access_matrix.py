@@ -174,6 +174,8 @@ def test_load_matrix_accepts_the_shipped_file() -> None:
      "unknown type system 'ASTM'"),
     (lambda d: d["not_governed"].append("Observation"), "both governed and not governed"),
     (lambda d: d["professions"].update({"70": "all"}), "expected '*' or a list"),
+    (lambda d: d["categories"]["imaging"]["codings"].append({"resourceType": "Observation"}),
+     "each of 'codings' needs resourceType, element, system"),
 ])
 def test_load_matrix_rejects_inconsistent_data(change: Any, message: str) -> None:
     with pytest.raises(MatrixError, match="invalid access matrix") as raised:
@@ -194,3 +196,29 @@ def test_load_matrix_reports_every_problem_at_once() -> None:
 def test_star_expands_to_every_category() -> None:
     matrix = load_matrix(broken(lambda d: d["professions"].update({"70": "*"})))
     assert matrix.open_categories([KINE]) == CATEGORIES
+
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+CIM10 = "https://smt.esante.gouv.fr/terminologie-cim-10"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+@pytest.mark.parametrize(("resource", "category"), [
+    ({"resourceType": "Condition", "code": {"coding": [{"system": ICD10, "code": "F32.1"}]}},
+     "psychiatric"),  # a depressive episode: mental and behavioural disorders (F00-F99)
+    ({"resourceType": "Condition", "code": {"coding": [{"system": CIM10, "code": "F20"}]}},
+     "psychiatric"),
+    ({"resourceType": "Condition", "code": {"coding": [{"system": ICD10, "code": "E11.9"}]}},
+     "summary"),
+    ({"resourceType": "Condition", "code": {"coding": [
+        {"system": "http://snomed.info/sct", "code": "35489007"}]}}, "summary"),
+    ({"resourceType": "Observation", "category": [{"coding": [
+        {"system": OBSERVATION_CATEGORY, "code": "imaging"}]}]}, "imaging"),
+    ({"resourceType": "Observation", "category": [{"coding": [
+        {"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}]}, "lab-result"),
+])
+def test_clinical_data_is_categorised_by_its_codes_where_they_matter(
+        resource: dict[str, Any], category: str) -> None:
+    """A psychiatric diagnosis or an imaging result is not a pharmacist's business."""
+    assert access_category(resource) == category
+    assert is_open([PHARMACIEN], category) == (category not in ("psychiatric", "imaging"))

@@ -152,6 +152,7 @@ async def test_the_patient_files_only_their_own_documents_of_class_90(
     assert (await anonymous.post("/fhir", content=orjson.dumps(elsewhere),
                                  headers={**FHIR_JSON, **as_patient})).status_code == 404
     condition = {"resourceType": "Condition",
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
                  "subject": {"reference": f"Patient/{record.patient_id}"}}
     assert denial_rule(await anonymous.post("/fhir/Condition", content=orjson.dumps(condition),
                                         headers={**FHIR_JSON, **as_patient})) == \

@@ -9,6 +9,9 @@ from fhir_profiles.messaging import CATEGORY_SYSTEM as MESSAGE_CATEGORIES
 from fhir_profiles.subscriptions import document_subscription
 from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
 
+SNOMED = "http://snomed.info/sct"
+ATC = "http://www.whocc.no/atc"
+
 
 async def create(client: httpx.AsyncClient, resource: dict) -> httpx.Response:
     response = await client.post(f"/fhir/{resource['resourceType']}", json=resource,
@@ -299,15 +302,19 @@ async def test_every_supported_type_can_be_created_and_read(client: httpx.AsyncC
          "recipient": [{"reference": "Patient/p"}], "payload": [{"contentString": "Bonjour"}]},
         {"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p"}},
         document_subscription("p", "https://app.example/hook"),
-        {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"}},
-        {"resourceType": "Condition", "subject": {"reference": "Patient/p"}},
+        {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"},
+         "code": {"coding": [{"system": SNOMED, "code": "91936005"}]}},
+        {"resourceType": "Condition", "subject": {"reference": "Patient/p"},
+         "code": {"coding": [{"system": SNOMED, "code": "44054006"}]}},
         {"resourceType": "MedicationStatement", "status": "active",
-         "medicationCodeableConcept": {"text": "paracétamol"},
+         "medicationCodeableConcept": {"coding": [{"system": ATC, "code": "N02BE01"}]},
          "subject": {"reference": "Patient/p"}},
         {"resourceType": "Immunization", "status": "completed",
-         "vaccineCode": {"text": "grippe"}, "patient": {"reference": "Patient/p"},
+         "vaccineCode": {"coding": [{"system": ATC, "code": "J07BB02"}]},
+         "patient": {"reference": "Patient/p"},
          "occurrenceDateTime": "2025-10-01"},
-        {"resourceType": "Observation", "status": "final", "code": {"text": "glycémie"}},
+        {"resourceType": "Observation", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]}},
         {"resourceType": "Composition", "status": "final", "type": {"text": "synthèse"},
          "date": "2026-01-01", "author": [{"reference": "Practitioner/x"}], "title": "Synthèse"},
         {"resourceType": "Bundle", "type": "document", "timestamp": "2026-01-01T00:00:00Z",

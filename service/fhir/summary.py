@@ -1,0 +1,78 @@
+"""``Patient/$summary`` (IPS): the routes; the use case is ``service/summary.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from auth.policy import Interaction
+from service import summary as summaries
+from service.access import audited, authorize
+from service.deps import AccessDep, BlobStoreDep, DatabaseDep, SettingsDep
+from service.errors import BadRequest
+from service.fhir.http import (
+    base_url,
+    check_acceptable,
+    fhir_json,
+    read_json_resource,
+    wants_pretty,
+)
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value in (None, "false"):
+        return False
+    if value == "true":
+        return True
+    raise BadRequest(f"{name} must be true or false", expression=name)
+
+
+async def _answer(request: Request, settings: Any, db: Any, access: Any, blobs: Any,
+                  patient_id: str | None, identifier: str | None, persist: bool) -> Response:
+    authorize(access.principal, Interaction.READ, "Patient")
+    base = base_url(request, settings.public_url)
+    async with audited(access):
+        if patient_id is None:
+            patient_id = await summaries.patient_of_identifier(
+                db, *summaries.identifier_of(identifier))
+        built = await summaries.build(db, access, patient_id, base=base)
+        if persist:
+            built = await summaries.persist(db, access, built, patient_id, base=base,
+                                            blobs=blobs)
+    headers = ({"Content-Location": f"{base}/DocumentReference/{built.document_id}"}
+               if built.document_id else None)
+    return fhir_json(orjson.dumps(built.bundle), headers=headers, pretty=wants_pretty(request))
+
+
+async def summary_of_patient(patient_id: str, request: Request, settings: SettingsDep,
+                             db: DatabaseDep, access: AccessDep,
+                             blobs: BlobStoreDep) -> Response:
+    check_acceptable(request)
+    return await _answer(request, settings, db, access, blobs, patient_id, None,
+                         _flag(request.query_params.get("persist"), "persist"))
+
+
+async def summary_by_identifier(request: Request, settings: SettingsDep, db: DatabaseDep,
+                                access: AccessDep, blobs: BlobStoreDep) -> Response:
+    """GET ?identifier=system|value, or POST a Parameters with ``identifier`` (and
+    ``persist``)."""
+    check_acceptable(request)
+    identifier = request.query_params.get("identifier")
+    persist = _flag(request.query_params.get("persist"), "persist")
+    if request.method == "POST":
+        parameters = await read_json_resource(request, settings.max_body_bytes)
+        if parameters.get("resourceType") != "Parameters":
+            raise BadRequest("POST Patient/$summary takes a Parameters resource",
+                             expression="Parameters")
+        for parameter in parameters.get("parameter") or []:
+            if not isinstance(parameter, dict):
+                continue
+            if parameter.get("name") == "identifier":
+                value = parameter.get("valueIdentifier") or {}
+                identifier = f"{value.get('system', '')}|{value.get('value', '')}"
+            elif parameter.get("name") == "persist":
+                persist = parameter.get("valueBoolean") is True
+    return await _answer(request, settings, db, access, blobs, None, identifier, persist)
