@@ -53,7 +53,7 @@ def ins_patient(i: int, _rng: random.Random) -> dict[str, Any]:
     from fhir_profiles.ins import InsTraits, patient_with_ins
 
     who = identity(i)
-    patient = patient_with_ins(who.system, who.nir, InsTraits(
+    patient: dict[str, Any] = patient_with_ins(who.system, who.nir, InsTraits(
         who.birth_family_name, who.given_names[0], who.given_names, who.gender,
         who.birth_date, who.birth_place))
     patient["generalPractitioner"] = [{"identifier": {

@@ -92,16 +92,37 @@ class Dispatcher:
         return len(waiting)
 
     async def deliver_due(self) -> int:
-        """Lease what is due, send it, record each attempt; how many were attempted."""
+        """Lease what is due, send it, record the attempts; how many were attempted.
+
+        The attempts of one pass are recorded in one transaction (one commit, not one per
+        delivery); a crash between the sends and that commit sends them again, which
+        at-least-once delivery allows.
+        """
         now = now_micros()
         async with self._database.write() as conn:
             leased = await outbox.lease_due(conn, now, int(self.policy.lease_seconds * 1e6),
                                             self.policy.batch)
-        if leased:
-            await asyncio.gather(*(self._attempt(d) for d in leased))
+        if not leased:
+            return 0
+        outcomes = await asyncio.gather(*(self._attempt(d) for d in leased))
+        now = now_micros()
+        async with self._database.write() as conn:
+            statuses = [await outbox.record_attempt(
+                conn, delivery, now, error=error,
+                retry_at=None if permanent or error is None
+                else retry_at(self.policy, delivery.attempts, now))
+                for delivery, error, permanent in outcomes]
+        for (delivery, error, _), status in zip(outcomes, statuses, strict=True):
+            log.debug("delivery %s (%s, event %s): %s", delivery.pk, delivery.channel,
+                      delivery.event.pk, error or "done")
+            if status is Status.FAILED:
+                log.warning("delivery %s (%s, event %s) failed for good after %d attempt(s): "
+                            "%s", delivery.pk, delivery.channel, delivery.event.pk,
+                            delivery.attempts + 1, error)
         return len(leased)
 
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery) -> tuple[Delivery, str | None, bool]:
+        """One send: (the delivery, its error or None, whether retrying is pointless)."""
         error: str | None = None
         permanent = False
         sender = self._senders.get(delivery.channel)
@@ -120,18 +141,7 @@ class Dispatcher:
         except Exception as exc:  # a bug or an outage in one channel must not stop the rest
             log.exception("delivery %s (%s) raised", delivery.pk, delivery.channel)
             error = f"{type(exc).__name__}"
-        now = now_micros()
-        later = None if permanent or error is None else retry_at(self.policy, delivery.attempts,
-                                                                 now)
-        async with self._database.write() as conn:
-            status = await outbox.record_attempt(conn, delivery, now, error=error,
-                                                 retry_at=later)
-        log.debug("delivery %s (%s, event %s): %s", delivery.pk, delivery.channel,
-                  delivery.event.pk, error or "done")
-        if status is Status.FAILED:
-            log.warning("delivery %s (%s, event %s) failed for good after %d attempt(s): %s",
-                        delivery.pk, delivery.channel, delivery.event.pk,
-                        delivery.attempts + 1, error)
+        return delivery, error, permanent
 
     async def run_once(self) -> int:
         """Fan out and deliver until nothing is due now; the number of attempts made."""
