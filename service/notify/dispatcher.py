@@ -54,7 +54,7 @@ class Policy:
     backoff_seconds: float = 2.0  # first retry delay, doubled after each failure
     lease_seconds: float = 60.0  # longer than any one send may take
     poll_seconds: float = 1.0
-    batch: int = 50
+    batch: int = 200
 
 
 def retry_at(policy: Policy, attempts_before: int, now: int) -> int | None:
