@@ -30,11 +30,14 @@ from storage import directory
 from storage import resources as repo
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.search.criteria import parse_query
+from storage.search.query import search_page
 from storage.tables import RESOURCES
 
 # The resource types the IPS sections are built from (fhir_profiles/ips.py).
 SUMMARY_TYPES = ("Condition", "AllergyIntolerance", "MedicationStatement", "Immunization",
                  "Observation")
+LOINC = "http://loinc.org"
 SUMMARY_LOINC = "60591-5"
 GENERATED_TYPE = "application/fhir+json"  # a generated summary's attachment (a VSM is PDF/CDA)
 MAX_RESOURCES = 2000  # beyond, the summary says it is partial
@@ -79,7 +82,8 @@ async def build(db: Database, access: Access, patient_id: str, *, base: str) -> 
         rows = await repo.record_resources(conn, patient_id, types,
                                            visible_clause(RESOURCES, viewer),
                                            limit=MAX_RESOURCES + 1)
-    resources = [orjson.loads(content) for _, _, content in rows[:MAX_RESOURCES]]
+    shown = rows[:MAX_RESOURCES]
+    resources = [orjson.loads(content) for _, _, content in shown]
     # Anyone the policy filters may miss something: say so, always (saying it only when
     # something is hidden would tell that something is).
     partial = (not (access.internal or access.operator) or len(types) < len(SUMMARY_TYPES)
@@ -94,27 +98,20 @@ async def build(db: Database, access: Access, patient_id: str, *, base: str) -> 
     if problems:  # a bug of Carnet's, never to be served as a patient summary
         raise RuntimeError(f"the generated summary breaks the IPS rules: {problems}")
     access.note_results(Interaction.SEARCH,
-                        [(patient_id, f"{t}/{i}") for t, i, _ in rows[:MAX_RESOURCES]],
+                        [(patient_id, f"{t}/{i}") for t, i, _ in shown],
                         query, decided_for=patient_id)
     return Summary(bundle)
 
 
 async def previous_summary(conn: AsyncConnection, patient_id: str) -> str | None:
-    """The current generated summary document of the record (the one a new one replaces)."""
-    rows = await repo.record_resources(conn, patient_id, ["DocumentReference"], None,
-                                       limit=10_000)
-    latest: tuple[str, str] | None = None
-    for _, document_id, content in rows:
-        document = orjson.loads(content)
-        codes = [c.get("code") for c in (document.get("type") or {}).get("coding") or []]
-        kinds = [(c.get("attachment") or {}).get("contentType")
-                 for c in document.get("content") or []]
-        if (document.get("status") == "current" and SUMMARY_LOINC in codes
-                and GENERATED_TYPE in kinds):
-            date = str(document.get("date") or "")
-            if latest is None or date >= latest[0]:
-                latest = (date, document_id)
-    return latest[1] if latest else None
+    """The current generated summary document of the record (the one a new one replaces):
+    found through the search indexes, as ITI-67 would find it."""
+    query = parse_query("DocumentReference", [
+        ("patient", patient_id), ("type", f"{LOINC}|{SUMMARY_LOINC}"), ("status", "current"),
+        ("contenttype", GENERATED_TYPE), ("_sort", "-date"), ("_count", "1")],
+        default_count=1, max_count=1)
+    page = await search_page(conn, query)
+    return page.matches[0].resource_id if page.matches else None
 
 
 def check_may_persist(access: Access) -> None:
@@ -125,13 +122,24 @@ def check_may_persist(access: Access) -> None:
                         "(persist=true needs a professional's token)")
 
 
-async def persist(db: Database, access: Access, summary: Summary, patient_id: str, *,
-                  base: str, blobs: BlobStore) -> Summary:
+async def summarize(db: Database, access: Access, patient_id: str, *, base: str,
+                    blobs: BlobStore, persist: bool) -> Summary:
+    """The summary, and with ``persist`` the document that files it. Whether the caller
+    may file it is known before anything is built or read."""
+    if persist:
+        check_may_persist(access)
+    built = await build(db, access, patient_id, base=base)
+    return await file_summary(db, access, built, patient_id, base=base,
+                              blobs=blobs) if persist else built
+
+
+async def file_summary(db: Database, access: Access, summary: Summary, patient_id: str, *,
+                       base: str, blobs: BlobStore) -> Summary:
     """File the summary (ITI-65, as the caller: checked and audited like any filing)."""
-    check_may_persist(access)
-    assert isinstance(access.principal, Professional)
-    rpps = access.principal.rpps or access.principal.idnat
-    async with db.read() as conn:
+    principal = access.principal
+    assert isinstance(principal, Professional)  # check_may_persist
+    rpps = principal.rpps or principal.idnat
+    async with db.query() as conn:
         replaces = await previous_summary(conn, patient_id)
         found = await directory.professional_by_rpps(conn, rpps)
     bundle = summary_document_bundle(

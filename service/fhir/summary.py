@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import Request
 from starlette.responses import Response
 
 from auth.policy import Interaction
 from service import summary as summaries
-from service.access import audited, authorize
+from service.access import Access, audited, authorize
 from service.deps import AccessDep, BlobStoreDep, DatabaseDep, SettingsDep
 from service.errors import BadRequest
 from service.fhir.http import (
@@ -20,6 +18,9 @@ from service.fhir.http import (
     read_json_resource,
     wants_pretty,
 )
+from service.settings import Settings
+from storage.blobs import BlobStore
+from storage.db import Database
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -30,18 +31,17 @@ def _flag(value: str | None, name: str) -> bool:
     raise BadRequest(f"{name} must be true or false", expression=name)
 
 
-async def _answer(request: Request, settings: Any, db: Any, access: Any, blobs: Any,
-                  patient_id: str | None, identifier: str | None, persist: bool) -> Response:
+async def _answer(request: Request, settings: Settings, db: Database, access: Access,
+                  blobs: BlobStore, patient_id: str | None, identifier: str | None,
+                  persist: bool) -> Response:
     authorize(access.principal, Interaction.READ, "Patient")
     base = base_url(request, settings.public_url)
     async with audited(access):
         if patient_id is None:
             patient_id = await summaries.patient_of_identifier(
                 db, *summaries.identifier_of(identifier))
-        built = await summaries.build(db, access, patient_id, base=base)
-        if persist:
-            built = await summaries.persist(db, access, built, patient_id, base=base,
-                                            blobs=blobs)
+        built = await summaries.summarize(db, access, patient_id, base=base, blobs=blobs,
+                                          persist=persist)
     headers = ({"Content-Location": f"{base}/DocumentReference/{built.document_id}"}
                if built.document_id else None)
     return fhir_json(orjson.dumps(built.bundle), headers=headers, pretty=wants_pretty(request))
