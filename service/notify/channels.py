@@ -13,17 +13,19 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from auth.policy import app_actor
 from fhir_profiles.messaging import CATEGORY_SYSTEM, NOTIFICATION
 from fhir_profiles.subscriptions import DOCUMENT_TOPIC, notification_bundle
 from service.access import Access
 from service.fhir import interactions
 from service.fhir.http import fhir_instant, now_micros
 from service.notify import events
-from service.notify.dispatcher import Dispatcher, Policy, default_targets
+from service.notify.dispatcher import Dispatcher, Policy
 from service.notify.email import notice, parse_smtp_url, send_email
 from service.notify.errors import DeliveryFailed
 from service.notify.webhook import post_notification
 from service.settings import Settings
+from storage import access as records
 from storage import resources as repo
 from storage import subscriptions as routes
 from storage.db import Database
@@ -89,6 +91,7 @@ class Channels:
         self._database = database
         self._smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
         self._http = httpx.AsyncClient(follow_redirects=False)
+        self._operators = frozenset(app_actor(c) for c in settings.operator_clients)
         self.fhir_base = f"{settings.public_url or settings.local_url}/fhir"
 
     @property
@@ -136,13 +139,31 @@ class Channels:
                                 timeout=self._settings.webhook_timeout_seconds)
 
     async def targets(self, conn: AsyncConnection, event: Event) -> list[tuple[Channel, str]]:
-        email = self.email_enabled and event.payload.get("patient_facing") and (
-            await patient_email(conn, event.patient_id)) is not None
-        return await default_targets(
-            conn, event, email=bool(email),
-            operators=frozenset(self._settings.operator_clients), topic_of=_TOPIC_OF,
-            routes=routes.routes_for, number=routes.next_event_number)
-
+        """Where an event goes: the patient's inbox and e-mail when it faces the patient (a
+        document labelled INVISIBLE_PATIENT does not yet), and every app Subscription on its
+        topic created before it, whose app may see it: operators, or apps the patient
+        granted (never a document hidden from the patient). A Subscription's target carries
+        its event number, given here once, so that a retried notification keeps it."""
+        facing = bool(event.payload.get("patient_facing"))
+        targets: list[tuple[Channel, str]] = []
+        if facing:
+            targets.append((Channel.INBOX, event.patient_id))
+            if self.email_enabled and await patient_email(conn, event.patient_id):
+                targets.append((Channel.EMAIL, event.patient_id))
+        topic = _TOPIC_OF.get(event.topic)
+        for route in await routes.routes_for(conn, event.patient_id, topic) if topic else []:
+            if route.since > event.created_at:
+                continue  # the app subscribed after the event
+            if route.owner not in self._operators:
+                if not facing:
+                    continue
+                state = await records.record_state(conn, event.patient_id, route.owner,
+                                                   event.created_at)
+                if records.Relation.APP not in state.relations:
+                    continue
+            number = await routes.next_event_number(conn, route.subscription_id)
+            targets.append((Channel.WEBHOOK, f"{route.subscription_id}#{number}"))
+        return targets
 
 def build_dispatcher(settings: Settings, database: Database,
                      name: str = "dispatcher") -> tuple[Dispatcher, Channels]:

@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.fhir.http import now_micros
 from service.notify.errors import DeliveryFailed
-from storage import access as records
 from storage import outbox
 from storage.db import Database
 from storage.outbox import Channel, Delivery, Event, Status
@@ -195,40 +194,3 @@ class Dispatcher:
         except Exception:  # polling still delivers
             log.exception("LISTEN %s failed; polling every %.1f s", outbox.NOTIFY_CHANNEL,
                           self.policy.poll_seconds)
-
-
-# ------------------------------------------------------------------------- targets
-
-
-async def default_targets(conn: AsyncConnection, event: Event, *, email: bool,
-                          operators: frozenset[str], topic_of: dict[str, str],
-                          routes: Callable[[AsyncConnection, str, str], Awaitable[list[Any]]],
-                          number: Callable[[AsyncConnection, str], Awaitable[int]],
-                          ) -> list[tuple[Channel, str]]:
-    """Where an event goes: the patient's inbox and e-mail when it faces the patient (a
-    document labelled INVISIBLE_PATIENT does not yet), and every app Subscription on its
-    topic whose app may see it: operators, or apps the patient granted (never a document
-    hidden from the patient). A Subscription's target carries its event number, given
-    here once, so that a retried notification keeps it."""
-    facing = bool(event.payload.get("patient_facing"))
-    targets: list[tuple[Channel, str]] = []
-    if facing:
-        targets.append((Channel.INBOX, event.patient_id))
-        if email:
-            targets.append((Channel.EMAIL, event.patient_id))
-    topic = topic_of.get(event.topic)
-    if topic is None:
-        return targets
-    for route in await routes(conn, event.patient_id, topic):
-        if route.since > event.created_at:
-            continue  # the app subscribed after the event
-        owner: str = route.owner
-        if owner.removeprefix("app:") not in operators:
-            if not facing:
-                continue
-            state = await records.record_state(conn, event.patient_id, owner, event.created_at)
-            if records.Relation.APP not in state.relations:
-                continue
-        n = await number(conn, route.subscription_id)
-        targets.append((Channel.WEBHOOK, f"{route.subscription_id}#{n}"))
-    return targets
