@@ -78,7 +78,7 @@ def authorize(principal: Principal, interaction: Interaction, resource_type: str
     """The SMART-scope gate, before anything is read."""
     decision = scope_decision(principal, interaction, resource_type)
     if isinstance(decision, Deny):
-        raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
+        raise Forbidden.denied(decision.rule, decision.reason)
 
 
 def authorize_search(principal: Principal, query: SearchQuery) -> None:
@@ -274,7 +274,7 @@ class Access:
         if isinstance(decision, Deny):
             if decision.hidden:
                 raise unknown(asked)
-            raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
+            raise Forbidden.denied(decision.rule, decision.reason)
         return decision
 
     async def check_record(self, conn: AsyncConnection, action: Interaction, resource_type: str,
@@ -287,7 +287,7 @@ class Access:
                           context)
         if isinstance(decision, Deny) and not decision.hidden:
             self.note(patient_id, action, decision, (), query=query, context=context)
-            raise Forbidden(f"access denied [{decision.rule}]: {decision.reason}")
+            raise Forbidden.denied(decision.rule, decision.reason)
         viewer = await self.viewer(conn)
         if isinstance(decision, Permit) and isinstance(self.principal, Professional):
             viewer = replace(viewer, open_record=patient_id,

@@ -74,6 +74,12 @@ class Unauthorized(FhirError):
 class Forbidden(FhirError):
     status, code = 403, "forbidden"
 
+    @classmethod
+    def denied(cls, rule: str, reason: str, expression: str | None = None) -> Forbidden:
+        """A refusal by a named rule of the access policy: ``access denied [<rule>]: ...``
+        (clients and tests read the rule's name from there)."""
+        return cls(f"access denied [{rule}]: {reason}", expression=expression)
+
 
 class NotFound(FhirError):
     status, code = 404, "not-found"

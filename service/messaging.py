@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth.policy import Interaction, Rule, with_parties
+from auth.policy import Interaction, Rule
 from auth.principal import Patient, Professional
 from fhir_profiles.consent import IDNAT_SYSTEM
 from fhir_profiles.ins import INS_SLICES
@@ -63,10 +63,6 @@ def no_reply_header(resource: dict[str, Any], value: str | None) -> dict[str, An
     return mark_no_reply(resource)
 
 
-def _denied(rule: Rule, reason: str, path: str | None = None) -> Forbidden:
-    return Forbidden(f"access denied [{rule}]: {reason}", expression=path)
-
-
 def _invalid(rule: str, reason: str, path: str) -> Unprocessable:
     return Unprocessable(f"[{rule}] {reason}", expression=path)
 
@@ -77,8 +73,9 @@ async def prepare(conn: AsyncConnection, access: Access,
     if access.internal or access.operator:
         return resource
     if category_of(resource) == NOTIFICATION:
-        raise _denied(Rule.NOTIFICATION_BY_CARNET, "inbox notifications are written by Carnet",
-                      "Communication.category")
+        raise Forbidden.denied(Rule.NOTIFICATION_BY_CARNET,
+                               "inbox notifications are written by Carnet",
+                               "Communication.category")
     if isinstance(access.principal, Professional):
         prepared = await _professional_message(conn, access, access.principal, resource)
     else:
@@ -100,14 +97,14 @@ def check_change(access: Access, old: dict[str, Any] | None, new: dict[str, Any]
     if access.internal or access.operator:
         return
     if old is None or isinstance(access.principal, Professional):
-        raise _denied(Rule.MESSAGE_SEALED, "a message, once sent, is not changed (only its "
-                      "recipient marks it read)")
+        raise Forbidden.denied(Rule.MESSAGE_SEALED, "a message, once sent, is not changed "
+                               "(only its recipient marks it read)")
     if _without_marks(old) != _without_marks(new):
-        raise _denied(Rule.MESSAGE_MARK_READ, "the patient marks a message read (received, "
-                      "status completed) and changes nothing else")
+        raise Forbidden.denied(Rule.MESSAGE_MARK_READ, "the patient marks a message read "
+                               "(received, status completed) and changes nothing else")
     if new.get("status") != old.get("status") and new.get("status") != _READ:
-        raise _denied(Rule.MESSAGE_MARK_READ, f"a message read is {_READ!r}, not "
-                      f"{new.get('status')!r}", "Communication.status")
+        raise Forbidden.denied(Rule.MESSAGE_MARK_READ, f"a message read is {_READ!r}, not "
+                               f"{new.get('status')!r}", "Communication.status")
 
 
 def _without_marks(resource: dict[str, Any]) -> dict[str, Any]:
@@ -126,8 +123,9 @@ async def _professional_message(conn: AsyncConnection, access: Access, caller: P
     if sender is None:
         sender = {"identifier": {"system": IDNAT_SYSTEM, "value": caller.idnat}}
     elif not professional_codes(sender) & {caller.idnat, *([caller.rpps] if caller.rpps else [])}:
-        raise _denied(Rule.MESSAGE_SENDER, "the sender must be you, named by your idNat_PS "
-                      f"({IDNAT_SYSTEM}) or RPPS identifier", "Communication.sender")
+        raise Forbidden.denied(Rule.MESSAGE_SENDER, "the sender must be you, named by your "
+                               f"idNat_PS ({IDNAT_SYSTEM}) or RPPS identifier",
+                               "Communication.sender")
     recipient = await _recipient(conn, (resource.get("recipient") or [None])[0])
     patient_id = await _qualified(conn, recipient)
     resource = {**resource, "sender": sender, "recipient": [recipient],
@@ -218,18 +216,14 @@ async def _message_in_record(conn: AsyncConnection, access: Access, reference: A
     if row is None or row.deleted or row.content is None or row.access.labels.category != MESSAGE:
         raise refused
     try:
-        await access.check(conn, Interaction.READ, COMMUNICATION, message_id,
-                           _with_parties(row.access, row.content), row.content)
+        await access.check(conn, Interaction.READ, COMMUNICATION, message_id, row.access,
+                           row.content)
     except NotFound:
         raise refused from None
     if patient_id is not None and row.access.patient_id != patient_id:
         raise refused
     message: dict[str, Any] = orjson.loads(row.content)
     return message
-
-
-def _with_parties(facts: repo.AccessFacts, content: bytes) -> repo.AccessFacts:
-    return repo.AccessFacts(facts.patient_id, with_parties(facts.labels, content))
 
 
 # --------------------------------------------------------------------------- a patient answers
@@ -240,9 +234,9 @@ async def _patient_answer(conn: AsyncConnection, access: Access,
     """A patient (or an app they granted, on their behalf) answers a message to them."""
     answered = resource.get("inResponseTo") or []
     if not answered:
-        raise _denied(Rule.MESSAGE_REPLY_ONLY, "a patient answers the messages professionals "
-                      "send them (inResponseTo); they do not start a conversation",
-                      "Communication.inResponseTo")
+        raise Forbidden.denied(Rule.MESSAGE_REPLY_ONLY, "a patient answers the messages "
+                               "professionals send them (inResponseTo); they do not start a "
+                               "conversation", "Communication.inResponseTo")
     if len(answered) != 1:
         raise _invalid("message-in-response-to", "an answer is to one message",
                        "Communication.inResponseTo")
@@ -256,13 +250,14 @@ async def _patient_answer(conn: AsyncConnection, access: Access,
         raise _invalid("message-in-response-to", "a patient answers a message addressed to "
                        "them", "Communication.inResponseTo[0]")
     if is_no_reply(original):
-        raise _denied(Rule.MESSAGE_NO_REPLY, "this message was sent as no-reply "
-                      f"({NO_REPLY_HEADER}: {NO_REPLY_VALUE}): it cannot be answered",
-                      "Communication.inResponseTo[0]")
+        raise Forbidden.denied(Rule.MESSAGE_NO_REPLY, "this message was sent as no-reply "
+                               f"({NO_REPLY_HEADER}: {NO_REPLY_VALUE}): it cannot be answered",
+                               "Communication.inResponseTo[0]")
     sender = resource.get("sender") or {"reference": patient}
     if not isinstance(sender, dict) or sender.get("reference") != patient:
-        raise _denied(Rule.MESSAGE_SENDER, f"the patient answers in their own name ({patient})",
-                      "Communication.sender")
+        raise Forbidden.denied(Rule.MESSAGE_SENDER,
+                               f"the patient answers in their own name ({patient})",
+                               "Communication.sender")
     recipients = resource.get("recipient") or []
     wanted = professional_codes(original.get("sender"))
     if len(recipients) != 1 or not (professional_codes(recipients[0]) & wanted):
@@ -280,7 +275,7 @@ async def _record_of_writer(conn: AsyncConnection, access: Access,
     if isinstance(access.principal, Patient):
         own = await access.own_record(conn)
         if own is None:
-            raise _denied(Rule.OWN_RECORD, "your record is not known to Carnet")
+            raise Forbidden.denied(Rule.OWN_RECORD, "your record is not known to Carnet")
         return own
     subject = resource.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None

@@ -60,8 +60,8 @@ async def prepare(conn: AsyncConnection, access: Access, resource: dict[str, Any
     if isinstance(access.principal, App) and not (access.operator or access.internal):
         state = await records.record_state(conn, request.patient_id, owner, now_micros())
         if records.Relation.APP not in state.relations:
-            raise Forbidden(f"access denied [{Rule.APP_NOT_GRANTED}]: the patient has not "
-                            "granted this app access to their record")
+            raise Forbidden.denied(Rule.APP_NOT_GRANTED, "the patient has not granted this "
+                                   "app access to their record")
     return owned_by(activated(resource), owner)
 
 

@@ -66,8 +66,8 @@ def check_label_change(old: dict[str, Any], new: dict[str, Any], *, actor: Princ
             allowed = author
         if not allowed:
             who = _VISIBILITY_WHO.get(code, "the document's author")
-            raise Forbidden(f"access denied [{Rule.LABEL_CHANGE}]: the {code} label is "
-                            f"changed only by {who}", expression="DocumentReference.securityLabel")
+            raise Forbidden.denied(Rule.LABEL_CHANGE, f"the {code} label is changed only by "
+                                   f"{who}", "DocumentReference.securityLabel")
 
 
 def check_document_update(old: dict[str, Any], new: dict[str, Any],

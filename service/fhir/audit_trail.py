@@ -38,8 +38,8 @@ async def search(conn: AsyncConnection, access: Access, pairs: list[tuple[str, s
                  base: str, default_count: int, max_count: int) -> bytes:
     authorize(access.principal, Interaction.SEARCH, AUDIT_EVENT)
     if isinstance(access.principal, Professional):
-        raise Forbidden(f"access denied [{Rule.AUDIT_TRAIL}]: the access history is the "
-                        "patient's; professionals do not read it")
+        raise Forbidden.denied(Rule.AUDIT_TRAIL, "the access history is the patient's; "
+                               "professionals do not read it")
     wanted = [value.rpartition("/")[2] for name, value in pairs if name == "patient"]
     patient_id = wanted[0] if len(set(wanted)) == 1 else None
     if patient_id is None and isinstance(access.principal, Patient):
@@ -48,8 +48,7 @@ async def search(conn: AsyncConnection, access: Access, pairs: list[tuple[str, s
         raise BadRequest("AuditEvent is searched for one patient: patient=<id>",
                          expression="patient")
     if not await _may_read_trail(conn, access, patient_id):
-        raise Forbidden(f"access denied [{Rule.OWN_RECORD}]: a patient reads their own access "
-                        "history only")
+        raise Forbidden.denied(Rule.OWN_RECORD, "a patient reads their own access history only")
     return await audit_search(conn, patient_id, pairs, base=base,
                               default_count=default_count, max_count=max_count)
 

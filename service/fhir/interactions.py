@@ -157,9 +157,9 @@ async def _check_write(conn: AsyncConnection, access: Access, action: Interactio
     if (resource["resourceType"] == "Patient"
             and not (access.internal or access.operator or access.is_patient)
             and (old or {}).get("generalPractitioner") != resource.get("generalPractitioner")):
-        raise Forbidden(f"access denied [{Rule.ATTENDING_BY_PATIENT}]: the patient "
-                        "declares their attending doctor (Patient.generalPractitioner)",
-                        expression="Patient.generalPractitioner")
+        raise Forbidden.denied(Rule.ATTENDING_BY_PATIENT, "the patient declares their "
+                               "attending doctor (Patient.generalPractitioner)",
+                               "Patient.generalPractitioner")
     return facts
 
 
