@@ -125,3 +125,15 @@ def denial_rule(response: httpx.Response) -> str:
     assert response.status_code == 403, response.text
     diagnostics: str = response.json()["issue"][0]["diagnostics"]
     return diagnostics.split("access denied [", 1)[1].split("]", 1)[0]
+
+
+MISSING_ID = "0b7a3c4e-0000-4000-8000-000000000000"  # an id nothing has
+
+
+async def answer_without_id(client: httpx.AsyncClient, path: str, headers: dict[str, str],
+                            resource_id: str) -> tuple[int, dict[str, str], str]:
+    """Status, headers and body of a GET, the asked id masked: what must be identical for a
+    resource the caller may not see and for one that does not exist."""
+    response = await client.get(path, headers=headers)
+    kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "date")}
+    return response.status_code, kept, response.text.replace(resource_id, "<id>")

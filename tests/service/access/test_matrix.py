@@ -16,11 +16,13 @@ from tests.service.access.conftest import (
     BLOCKED,
     COLLEAGUE,
     DOCTOR,
+    MISSING_ID,
     NURSE,
     PHARMACIST,
     PHYSIO,
     STRANGER,
     Record,
+    answer_without_id,
     as_professional,
     denial_rule,
     ids_of,
@@ -153,13 +155,10 @@ async def test_a_hidden_document_looks_exactly_like_a_missing_one(
     headers = as_professional(tokens, PHARMACIST)
 
     async def answer(path: str, document_id: str) -> tuple[int, dict[str, str], str]:
-        response = await anonymous.get(path, headers=headers)
-        body = response.text.replace(document_id, "<id>")
-        kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "date")}
-        return response.status_code, kept, body
+        return await answer_without_id(anonymous, path, headers, document_id)
 
     hidden = record.documents["imaging"]
-    missing = "0b7a3c4e-0000-4000-8000-000000000000"
+    missing = MISSING_ID
     for path in ("/fhir/DocumentReference/{}", "/fhir/DocumentReference/{}/_history",
                  "/fhir/DocumentReference/{}/_history/1"):
         assert await answer(path.format(hidden), hidden) == \

@@ -17,7 +17,9 @@ from tests.service.access.conftest import (
     BLOCKED,
     COLLEAGUE,
     DOCTOR,
+    MISSING_ID,
     STRANGER,
+    answer_without_id,
     as_professional,
     denial_rule,
     ids_of,
@@ -136,12 +138,9 @@ async def test_a_message_of_others_looks_exactly_like_a_missing_one(
     headers = as_professional(tokens, DOCTOR)
 
     async def answer(path: str, message_id: str) -> tuple[int, dict[str, str], str]:
-        response = await anonymous.get(path, headers=headers)
-        body = response.text.replace(message_id, "<id>")
-        kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "date")}
-        return response.status_code, kept, body
+        return await answer_without_id(anonymous, path, headers, message_id)
 
-    missing = "0b7a3c4e-0000-4000-8000-000000000000"
+    missing = MISSING_ID
     for path in ("/fhir/Communication/{}", "/fhir/Communication/{}/_history",
                  "/fhir/Communication/{}/_history/1"):
         assert await answer(path.format(conversation.message), conversation.message) == \
