@@ -423,6 +423,16 @@ def security_codes(doc: dict[str, Any]) -> set[str]:
             for _, c in _codings(label) if isinstance(c.get("code"), str)}
 
 
+def with_visibility(doc: dict[str, Any], code: str, present: bool) -> list[dict[str, Any]]:
+    """The document's securityLabel with the visibility label ``code`` added or removed."""
+    kept = [label for label in doc.get("securityLabel") or []
+            if code not in {c.get("code") for c in label.get("coding") or []}]
+    if present:
+        kept.append({"coding": [{"system": _SYSTEMS["TRE_A07-StatutVisibiliteDocument"][0],
+                                 "code": code, "display": VISIBILITY_CODES[code]}]})
+    return kept
+
+
 def class_code(doc: dict[str, Any]) -> str | None:
     """The TRE_A03 class code of the document (e.g. "10"), if any."""
     return next((c["code"] for _, category in _dicts(doc.get("category"))

@@ -25,6 +25,7 @@ from service.fhir.routes import router as fhir_router
 from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
 from service.notify.routes import router as notify_router
+from service.portal.install import install_portal, start_portal, stop_portal
 from service.settings import Settings
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -39,12 +40,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
             app.state.database = database
+            await start_portal(app, settings, database)
             async with audit_writer(app, database), dispatcher(app, settings, database):
                 yield
+            await stop_portal(app)
             return
         own = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         await own.migrate()
         app.state.database = own
+        await start_portal(app, settings, own)
         # The ~100,000 objects alive after start-up (models, SQL caches) never die;
         # freezing them spares every full collection a 55-100 ms walk over them.
         gc.collect()
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 sweeper.cancel()
             await own.dispose()
             await app.state.jwks_client.aclose()
+            await stop_portal(app)
             await app.state.blob_store.close()
 
     app = FastAPI(title="Carnet", version=SOFTWARE_VERSION, lifespan=lifespan,
@@ -71,6 +76,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     install_error_handlers(app)
     app.include_router(fhir_router)
     app.include_router(notify_router)
+    if settings.portal_enabled:
+        install_portal(app, settings)
     keys = KeyStore(settings.effective_keys_dir)
     if settings.idp_enabled:
         app.state.idp_config = idp_config(settings, keys)

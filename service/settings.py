@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.notify.email import parse_smtp_url
@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
                                            description="How long one notification (an app's "
                                                        "endpoint, the SMTP server) may take.")
+
+    portal_enabled: bool = Field(default=True, description="Serve the patient portal at "
+                                 "/portal (an OAuth client of the issuer, 'carnet-portal').")
+    portal_client_secret: SecretStr | None = Field(
+        default=None, description="Makes the portal a confidential client of the issuer; "
+                                  "without it the portal is a public client (PKCE only).")
+    portal_session_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 86_400,
+                                        description="How long a portal login lasts at most.")
 
     @field_validator("database_url")
     @classmethod

@@ -18,6 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from service.deps import AccessDep, DatabaseDep, SettingsDep
 from service.errors import BadRequest, Forbidden
 from storage import outbox
+from storage.db import Database
 
 router = APIRouter(tags=["notifications"])
 
@@ -41,12 +42,18 @@ async def stream(request: Request, access: AccessDep, db: DatabaseDep,
         last = await outbox.latest_event_pk(conn)
     if patient_id is None:
         raise Forbidden("no record carries your INS yet")
+    return patient_events(request, db, patient_id, last, settings.dispatcher_poll_seconds)
+
+
+def patient_events(request: Request, db: Database, patient_id: str, last: int,
+                   poll: float) -> StreamingResponse:
+    """The patient's events after ``last`` (or after the browser's ``Last-Event-ID``), as
+    Server-Sent Events; shared by the bearer stream and the portal's cookie stream."""
     given = request.headers.get("last-event-id")
     if given is not None:
         if not given.isdigit():
             raise BadRequest("Last-Event-ID must be the id of an event this stream sent")
         last = int(given)
-    poll = settings.dispatcher_poll_seconds
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal last

@@ -9,6 +9,7 @@ import storage.directory
 import storage.documents
 import storage.oauth
 import storage.outbox
+import storage.portal
 import storage.subscriptions
 import storage.tables  # noqa: F401
 

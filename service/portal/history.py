@@ -1,0 +1,5 @@
+"""TODO(helper): portal section history."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

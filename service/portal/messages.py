@@ -1,0 +1,5 @@
+"""TODO(helper): portal section messages."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""TODO(helper): portal section privacy."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

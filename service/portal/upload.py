@@ -1,0 +1,5 @@
+"""TODO(helper): portal section upload."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
