@@ -87,8 +87,8 @@ async def find(conn: AsyncConnection, key: str, now: int) -> PortalSession | Non
 
 
 async def log_in(conn: AsyncConnection, pending_key: str, new_key: str, *, csrf: str,
-                 patient_id: str | None, display_name: str, access_token: str, access_expires_at: int,
-                 refresh_token: str | None, expires_at: int) -> bool:
+                 patient_id: str | None, display_name: str, access_token: str,
+                 access_expires_at: int, refresh_token: str | None, expires_at: int) -> bool:
     """The pending login becomes a session under a new key (no session fixation); once only."""
     done = await conn.execute(update(SESSIONS).where(
         SESSIONS.c.key_hash == key_hash(pending_key), SESSIONS.c.login_state.is_not(None),
