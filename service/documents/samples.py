@@ -118,6 +118,8 @@ class DocumentOptions:
     content_type: str = "application/pdf"
     master_id: str | None = None
     type_code: str = "11488-4"
+    type_system: str = LOINC  # or TRE_A05-TypeDocComplementaire (e.g. the patient's DOCPAT*)
+    type_display: str | None = None
     class_code: str = "10"
     security: tuple[str, ...] = ("N",)
     title: str = "Compte rendu de consultation"
@@ -144,7 +146,7 @@ def _document(patient_ref: str, full_url: str, binary_url: str,
         "masterIdentifier": {"system": URI, "value": o.master_id or new_urn()},
         "identifier": [{"use": "official", "system": URI, "value": full_url}],
         "status": "current",
-        "type": _coding(LOINC, o.type_code),
+        "type": _coding(o.type_system, o.type_code, o.type_display),
         "category": [_coding(CLASS_SYSTEM, o.class_code, CLASS_CODES.get(o.class_code))],
         "subject": {"reference": patient_ref},
         "date": o.date,
@@ -162,7 +164,7 @@ def _document(patient_ref: str, full_url: str, binary_url: str,
             "practiceSetting": _coding(SETTING_SYSTEM, "ETABLISSEMENT", "Etablissement de santé"),
         },
     }
-    if o.authors and all(_reference_type(a) in _NON_PS_AUTHORS for a in o.authors):
+    if _non_professional(o.authors):
         # A document the patient (or a device) produced: PDSm's non-professional codes.
         doc["context"]["facilityType"] = _coding(NON_PS_SYSTEM, "PATIENT", "Patient")
         doc["context"]["practiceSetting"] = _coding(NON_PS_SYSTEM, "PATIENT", "Patient")
@@ -171,13 +173,22 @@ def _document(patient_ref: str, full_url: str, binary_url: str,
     return doc
 
 
-def _list(kind: str, patient_ref: str, date: str, items: list[str], *,
-          rpps: str, given: str, family: str) -> dict[str, Any]:
-    """A SubmissionSet or Folder List over ``items`` (fullUrls)."""
+def _non_professional(authors: list[str] | None) -> bool:
+    """Whether every author is the patient or a device (PDSm's non-professional producers)."""
+    return bool(authors) and all(_reference_type(a) in _NON_PS_AUTHORS for a in authors or [])
+
+
+def _list(kind: str, patient_ref: str, date: str, items: list[str],
+          options: DocumentOptions) -> dict[str, Any]:
+    """A SubmissionSet or Folder List over ``items`` (fullUrls). The set's author (source)
+    is whoever produced the documents: the patient (or device) who filed their own, else
+    the contained practitioner of the options."""
+    own = _non_professional(options.authors)
+    designation = (_coding(NON_PS_SYSTEM, "PATIENT", "Patient") if own
+                   else _coding(SECTOR_SYSTEM, "SA01", "Etablissement public de santé"))
     lst: dict[str, Any] = {
         "resourceType": "List",
-        "extension": [{"url": DESIGNATION_TYPE_URL, "valueCodeableConcept": _coding(
-            SECTOR_SYSTEM, "SA01", "Etablissement public de santé")}],
+        "extension": [{"url": DESIGNATION_TYPE_URL, "valueCodeableConcept": designation}],
         "identifier": [{"use": "usual", "system": URI, "value": new_urn()}],
         "status": "current", "mode": "working",
         "title": "Lot de soumission" if kind == SUBMISSION_SET else "Classeur",
@@ -186,10 +197,15 @@ def _list(kind: str, patient_ref: str, date: str, items: list[str], *,
         "entry": [{"item": {"reference": item}} for item in items],
     }
     if kind == SUBMISSION_SET:
-        lst["contained"] = _author(rpps, given, family)
         lst["extension"].append({"url": SOURCE_ID_URL,
                                  "valueIdentifier": {"system": URI, "value": SOURCE_ID}})
-        lst["source"] = {"reference": "#author"}
+        if own and options.authors:
+            patients = [a for a in options.authors if _reference_type(a) == "Patient"]
+            lst["source"] = {"reference": (patients or options.authors)[0]}
+        else:
+            lst["contained"] = _author(options.author_rpps, options.author_given,
+                                       options.author_family)
+            lst["source"] = {"reference": "#author"}
     return lst
 
 
@@ -205,7 +221,8 @@ def document_bundle(patient_ref: str, *, binary_url: str | None = None, folder: 
                     documents: int = 1, **options: Any) -> dict[str, Any]:
     """An ITI-65 transaction: a SubmissionSet, ``documents`` DocumentReferences (options:
     :class:`DocumentOptions`) with their Binaries (none when ``binary_url`` names a stored
-    one) and optionally a Folder of them. The SubmissionSet keeps its contained author."""
+    one) and optionally a Folder of them. The SubmissionSet's source is the patient (or device)
+    when they are the documents' only authors, else the contained practitioner."""
     spec = DocumentOptions(**options)
     if documents < 1:
         raise ValueError("a submission set holds at least one document")
@@ -222,13 +239,11 @@ def document_bundle(patient_ref: str, *, binary_url: str | None = None, folder: 
         doc_entries.append(_entry(doc_url, "DocumentReference",
                                   _document(patient_ref, doc_url, target, spec)))
     doc_urls = [entry["fullUrl"] for entry in doc_entries]
-    people = {"rpps": spec.author_rpps, "given": spec.author_given,
-              "family": spec.author_family}
     folder_entries = [_entry(new_urn(), "List", _list(
-        FOLDER_CODE, patient_ref, spec.date, doc_urls, **people))] if folder else []
+        FOLDER_CODE, patient_ref, spec.date, doc_urls, spec))] if folder else []
     items = doc_urls + [entry["fullUrl"] for entry in folder_entries]
     submission = _entry(new_urn(), "List", _list(SUBMISSION_SET, patient_ref, spec.date, items,
-                                                 **people))
+                                                 spec))
     return {"resourceType": "Bundle", "type": "transaction",
             "entry": [submission, *folder_entries, *doc_entries, *binary_entries]}
 

@@ -57,8 +57,9 @@ def install_portal(app: FastAPI, settings: Settings) -> None:
 
 
 async def start_portal(app: FastAPI, settings: Settings, database: Database) -> None:
-    """Register the portal at the embedded issuer (another issuer registers it itself)."""
-    if settings.portal_enabled and settings.issuer_is_embedded:
+    """Register the portal as a client in the database the embedded provider (or a
+    ``carnet idp`` sharing it) reads; any other issuer registers it on its own side."""
+    if settings.portal_enabled:
         await register_client(database, settings)
 
 

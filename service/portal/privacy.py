@@ -1,5 +1,306 @@
-"""TODO(helper): portal section privacy."""
+"""« Confidentialité »: the patient's choices (FHIR Consents) read, written and withdrawn.
+
+Each choice is one Consent built by ``fhir_profiles.consent.patient_choice`` and
+POSTed as the patient; withdrawing makes it ``inactive`` (its history is kept).
+The API rebuilds the record's policy in the same transaction, so a change holds
+from the professionals' next request. Who a professional is comes from the
+directory's Practitioner resources; ``professionals_by_idnat`` is shared with
+the access history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import Response
+
+from fhir_profiles.access import PROFESSIONS
+from fhir_profiles.consent import (
+    ACTOR_ROLE,
+    CLIENT_ID_SYSTEM,
+    IDNAT_SYSTEM,
+    Choice,
+    choice_of,
+    patient_choice,
+    professional_idnat,
+)
+from service.portal.fhir import ApiRefusal, PortalFhir, display_name
+from service.portal.web import NOTICES, PortalContext, PortalDep
 
 router = APIRouter()
+NOTICES.update({
+    "dossier-ferme": "Votre dossier est fermé : aucun professionnel de santé ne peut plus le "
+                     "consulter ni l'alimenter.",
+    "dossier-ouvert": "Votre dossier est de nouveau ouvert aux professionnels autorisés.",
+    "urgence-opposee": "Vous vous opposez désormais à l'accès en urgence (bris de glace, "
+                       "centre 15) à votre dossier.",
+    "urgence-autorisee": "L'accès en urgence à votre dossier est de nouveau possible.",
+    "pro-bloque": "Ce professionnel ne peut plus accéder à votre dossier.",
+    "pro-debloque": "Ce professionnel n'est plus bloqué.",
+})
+SEARCH_RESULTS = 20
+SEARCH_LENGTH = (2, 100)
+# TRE_G15-ProfessionSante, as a Practitioner's qualification names it (URL or OID).
+PROFESSION_SYSTEMS = frozenset({
+    "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante",
+    "urn:oid:1.2.250.1.71.1.2.7"})
+
+
+@dataclass(frozen=True)
+class ProfessionalView:
+    """A professional as the patient reads them: name and profession, or their number."""
+
+    idnat: str  # idNat_PS: "8" + RPPS
+    name: str = ""
+    profession: str = ""
+
+    @property
+    def number(self) -> str:
+        """The RPPS when the idNat_PS holds one, else the idNat_PS itself."""
+        return self.idnat[1:] if self.idnat.startswith("8") else self.idnat
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return f"{self.name} ({self.profession})" if self.profession else self.name
+        return f"Professionnel de santé n° RPPS {self.number} (inconnu de l'annuaire)"
+
+
+def _profession(practitioner: dict[str, Any]) -> str:
+    for qualification in practitioner.get("qualification") or []:
+        for coding in (qualification.get("code") or {}).get("coding") or []:
+            if coding.get("system") in PROFESSION_SYSTEMS:
+                return PROFESSIONS.get(coding.get("code", ""), str(coding.get("display") or ""))
+    return ""
+
+
+def _idnat_of_practitioner(practitioner: dict[str, Any]) -> str | None:
+    return next((found for identifier in practitioner.get("identifier") or []
+                 if (found := professional_idnat(identifier)) is not None), None)
+
+
+def professional_view(practitioner: dict[str, Any]) -> ProfessionalView | None:
+    """A directory entry, or None when it carries no RPPS / idNat_PS."""
+    idnat = _idnat_of_practitioner(practitioner)
+    if idnat is None:
+        return None
+    return ProfessionalView(idnat, display_name(practitioner), _profession(practitioner))
+
+
+async def professionals_by_idnat(fhir: PortalFhir,
+                                 idnats: Iterable[str]) -> dict[str, ProfessionalView]:
+    """Each idNat_PS with its directory entry, in one search; unknown ones keep the number."""
+    wanted = sorted(set(idnats))
+    found = {idnat: ProfessionalView(idnat) for idnat in wanted}
+    if not wanted:
+        return found
+    practitioners = await fhir.every("Practitioner", {
+        "identifier": ",".join(f"{IDNAT_SYSTEM}|{idnat}" for idnat in wanted),
+        "_count": str(len(wanted))})
+    for practitioner in practitioners:
+        view = professional_view(practitioner)
+        if view is not None and view.idnat in found:
+            found[view.idnat] = view
+    return found
+
+
+async def _reference_idnat(fhir: PortalFhir, reference: Any) -> str | None:
+    """The idNat_PS a Consent actor or a generalPractitioner names (identifier or
+    ``Practitioner/<id>``)."""
+    if not isinstance(reference, dict):
+        return None
+    if "identifier" in reference:
+        return professional_idnat(reference["identifier"])
+    target = str(reference.get("reference") or "")
+    if not target.startswith("Practitioner/"):
+        return None
+    return _idnat_of_practitioner(await fhir.get(target))
+
+
+@dataclass
+class Choices:
+    """What the patient's active Consents say, with the Consents that say it."""
+
+    consents: list[tuple[dict[str, Any], Choice]]
+    blocked: dict[str, list[dict[str, Any]]]  # idNat_PS -> the Consents that block them
+    authorised: set[str]
+    apps: list[str]
+
+    def of(self, code: str) -> list[dict[str, Any]]:
+        return [consent for consent, choice in self.consents if choice.code == code]
+
+
+async def read_choices(fhir: PortalFhir, patient_id: str) -> Choices:
+    active = await fhir.every("Consent", {"patient": patient_id, "status": "active"})
+    consents = [(consent, choice) for consent in active
+                if (choice := choice_of(consent)) is not None]
+    blocked: dict[str, list[dict[str, Any]]] = {}
+    authorised: set[str] = set()
+    apps: list[str] = []
+    for consent, choice in consents:
+        if choice.code == "app":
+            apps += [str(actor["identifier"].get("value")) for actor in choice.actors
+                     if (actor.get("identifier") or {}).get("system") == CLIENT_ID_SYSTEM]
+        if choice.code != "professional":
+            continue
+        for actor in choice.actors:
+            idnat = await _reference_idnat(fhir, actor)
+            if idnat is None:
+                continue
+            if choice.deny:
+                blocked.setdefault(idnat, []).append(consent)
+            else:
+                authorised.add(idnat)
+    return Choices(consents, blocked, authorised, sorted(set(apps)))
+
+
+async def attending_idnat(fhir: PortalFhir, patient_id: str) -> str | None:
+    """The declared attending doctor, whom the policy never lets the patient block."""
+    patient = await fhir.get(f"Patient/{patient_id}")
+    for reference in patient.get("generalPractitioner") or []:
+        idnat = await _reference_idnat(fhir, reference)
+        if idnat is not None:
+            return idnat
+    return None
+
+
+def _own_record(ctx: PortalContext) -> str:
+    if ctx.patient_id is None:
+        raise ApiRefusal(404, "Aucun dossier n'est encore ouvert à votre identité dans Carnet.")
+    return ctx.patient_id
+
+
+def _yes_no(form: dict[str, str], field: str) -> bool:
+    """A choice button's value; anything else did not come from the page (400)."""
+    value = form.get(field)
+    if value not in ("oui", "non"):
+        raise ApiRefusal(400, f"Le champ « {field} » doit valoir « oui » ou « non ».")
+    return value == "oui"
+
+
+def _idnat_field(form: dict[str, str]) -> str:
+    value = form.get("professionnel", "").strip()
+    idnat = professional_idnat({"system": IDNAT_SYSTEM, "value": value})
+    if idnat is None:
+        raise ApiRefusal(400, "Le professionnel doit être désigné par son identifiant national "
+                              "(idNat_PS : 8 suivi de son numéro RPPS).")
+    return idnat
+
+
+def _blocking_consent(patient_id: str, idnat: str) -> dict[str, Any]:
+    """A deny for one professional, named by RPPS (or idNat_PS when it holds no RPPS)."""
+    if idnat.startswith("8") and len(idnat) == 12:
+        return patient_choice(f"Patient/{patient_id}", "professional", "deny", rpps=[idnat[1:]])
+    consent = patient_choice(f"Patient/{patient_id}", "professional", "deny")
+    consent["provision"]["actor"] = [{"role": ACTOR_ROLE, "reference": {
+        "identifier": {"system": IDNAT_SYSTEM, "value": idnat}}}]
+    return consent
+
+
+async def _withdraw(fhir: PortalFhir, consent: dict[str, Any]) -> None:
+    """The choice stops at once; the Consent's history keeps it."""
+    await fhir.put(f"Consent/{consent['id']}", {**consent, "status": "inactive"})
+
+
+async def _search(ctx: PortalContext,
+                  recherche: str | None) -> tuple[list[ProfessionalView], str | None]:
+    """The directory's professionals matching the name, or the reason the search is refused."""
+    wanted = (recherche or "").strip()
+    if not wanted:
+        return [], None
+    if not SEARCH_LENGTH[0] <= len(wanted) <= SEARCH_LENGTH[1]:
+        return [], (f"Saisissez entre {SEARCH_LENGTH[0]} et {SEARCH_LENGTH[1]} caractères du "
+                    "nom du professionnel.")
+    bundle = await ctx.fhir.get("Practitioner", {"name": wanted,
+                                                 "_count": str(SEARCH_RESULTS)})
+    views = [professional_view(entry["resource"]) for entry in bundle.get("entry") or []
+             if entry.get("resource", {}).get("resourceType") == "Practitioner"]
+    return [view for view in views if view is not None], None
+
+
+@router.get("/confidentialite", summary="the patient's privacy choices")
+async def privacy(ctx: PortalDep, recherche: str | None = None) -> Response:
+    if ctx.patient_id is None:
+        return await ctx.page("privacy.html", record=False, recherche=recherche or "")
+    choices = await read_choices(ctx.fhir, ctx.patient_id)
+    attending = await attending_idnat(ctx.fhir, ctx.patient_id)
+    results, search_error = await _search(ctx, recherche)
+    people = await professionals_by_idnat(
+        ctx.fhir, [*choices.blocked, *choices.authorised, *([attending] if attending else [])])
+    by_name = sorted(people.values(), key=lambda view: (view.name == "", view.name, view.idnat))
+    return await ctx.page(
+        "privacy.html", status_code=400 if search_error else 200, record=True,
+        closed=bool(choices.of("record")), emergency_opposed=bool(choices.of("emergency")),
+        care_team_objection=bool(choices.of("care-team")),
+        attending=people.get(attending) if attending else None,
+        blocked=[view for view in by_name if view.idnat in choices.blocked],
+        authorised=[view for view in by_name if view.idnat in choices.authorised],
+        blocked_ids=set(choices.blocked), apps=choices.apps,
+        recherche=(recherche or "").strip(), results=results, search_error=search_error)
+
+
+@router.post("/confidentialite/dossier", summary="close or reopen the record")
+async def record_choice(ctx: PortalDep) -> Response:
+    form = await ctx.form()
+    close = _yes_no(form, "fermer")
+    await _set_deny(ctx.fhir, _own_record(ctx), "record", close)
+    return ctx.redirect("/confidentialite", "dossier-ferme" if close else "dossier-ouvert")
+
+
+@router.post("/confidentialite/urgence", summary="oppose or allow emergency access")
+async def emergency_choice(ctx: PortalDep) -> Response:
+    form = await ctx.form()
+    oppose = _yes_no(form, "opposer")
+    await _set_deny(ctx.fhir, _own_record(ctx), "emergency", oppose)
+    return ctx.redirect("/confidentialite", "urgence-opposee" if oppose else "urgence-autorisee")
+
+
+async def _set_deny(fhir: PortalFhir, patient_id: str, code: str, deny: bool) -> None:
+    """One active deny Consent for ``code`` when ``deny``, none otherwise (idempotent)."""
+    choices = await read_choices(fhir, patient_id)
+    existing = choices.of(code)
+    if deny and not existing:
+        await fhir.post("Consent", patient_choice(f"Patient/{patient_id}", code, "deny"))
+    if not deny:
+        for consent in existing:
+            await _withdraw(fhir, consent)
+
+
+@router.post("/confidentialite/bloquer", summary="block a professional")
+async def block(ctx: PortalDep) -> Response:
+    idnat = _idnat_field(await ctx.form())
+    patient_id = _own_record(ctx)
+    known = await professionals_by_idnat(ctx.fhir, [idnat])
+    if not known[idnat].name:
+        raise ApiRefusal(404, "Ce professionnel de santé est introuvable dans l'annuaire : "
+                              "recherchez-le par son nom.")
+    if await attending_idnat(ctx.fhir, patient_id) == idnat:
+        # The policy ignores such a block (the attending doctor keeps access): say so.
+        raise ApiRefusal(400, f"{known[idnat].label} est votre médecin traitant : il ou elle "
+                              "garde l'accès à votre dossier et ne peut pas être bloqué·e. "
+                              "Changez d'abord de médecin traitant, ou fermez votre dossier.")
+    choices = await read_choices(ctx.fhir, patient_id)
+    if idnat not in choices.blocked:
+        await ctx.fhir.post("Consent", _blocking_consent(patient_id, idnat))
+    return ctx.redirect("/confidentialite", "pro-bloque")
+
+
+@router.post("/confidentialite/debloquer", summary="unblock a professional")
+async def unblock(ctx: PortalDep) -> Response:
+    idnat = _idnat_field(await ctx.form())
+    patient_id = _own_record(ctx)
+    choices = await read_choices(ctx.fhir, patient_id)
+    if idnat not in choices.blocked:
+        raise ApiRefusal(404, "Ce professionnel de santé n'est pas bloqué.")
+    for consent in choices.blocked[idnat]:
+        kept = [actor for actor in consent["provision"].get("actor") or []
+                if await _reference_idnat(ctx.fhir, actor.get("reference")) != idnat]
+        if kept:  # a Consent that blocks others too keeps blocking them
+            await ctx.fhir.put(f"Consent/{consent['id']}",
+                               {**consent, "provision": {**consent["provision"], "actor": kept}})
+        else:
+            await _withdraw(ctx.fhir, consent)
+    return ctx.redirect("/confidentialite", "pro-debloque")

@@ -22,6 +22,9 @@ from urllib.parse import urlencode
 
 import httpx
 
+from auth.bearer import Authenticator
+from auth.principal import Patient
+from auth.tokens import InvalidToken
 from service.portal.fhir import PortalFhir, display_name
 from service.settings import Settings
 from storage import oauth, portal
@@ -105,8 +108,9 @@ class PortalAuth:
     """Login, logout and fresh tokens for the portal's pages."""
 
     def __init__(self, db: Database, settings: Settings, issuer: httpx.AsyncClient,
-                 api: httpx.AsyncClient) -> None:
+                 api: httpx.AsyncClient, authenticator: Authenticator) -> None:
         self._db = db
+        self._authenticator = authenticator
         self._settings = settings
         self._issuer = issuer  # the issuer's endpoints (in-process when it is embedded)
         self._api = api        # Carnet's own FHIR API, in-process
@@ -145,6 +149,9 @@ class PortalAuth:
             "code_verifier": pending.code_verifier})
         if tokens is None:
             raise LoginFailed("Le fournisseur d'identité n'a pas confirmé la connexion.")
+        if not await self._is_patient(tokens["access_token"]):
+            await self._revoke(tokens.get("refresh_token"))
+            raise LoginFailed(_ISSUER_ERRORS["invalid_scope"])
         patient_id, name = await self._whoami(tokens["access_token"])
         new_key, now = secrets.token_urlsafe(32), _micros()
         lifetime = self._settings.portal_session_seconds
@@ -201,9 +208,20 @@ class PortalAuth:
             found = await portal.find(conn, key, _micros()) if key else None
             if found is not None:
                 await portal.end(conn, found.key_hash)
-        if found is not None and found.refresh_token:
-            await self._issuer_post("revoke", {"token": found.refresh_token,
+        if found is not None:
+            await self._revoke(found.refresh_token)
+
+    async def _revoke(self, refresh_token: str | None) -> None:
+        if refresh_token:
+            await self._issuer_post("revoke", {"token": refresh_token,
                                                "token_type_hint": "refresh_token"})
+
+    async def _is_patient(self, access_token: str) -> bool:
+        """The same verification as the API's: a professional's e-CPS has no place here."""
+        try:
+            return isinstance(await self._authenticator.principal(access_token), Patient)
+        except InvalidToken:
+            return False
 
     async def _token_request(self, form: dict[str, str | None]) -> dict[str, Any] | None:
         """The issuer's token endpoint; None when it refuses (the reason is not the patient's)."""

@@ -7,6 +7,7 @@ template with ``ctx.render``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,12 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from service.errors import PayloadTooLarge
+from service.fhir.http import read_body
 from service.portal.fhir import PortalFhir
 from service.portal.session import COOKIE, NotLoggedIn, PortalAuth, Session
 from service.settings import Settings
@@ -34,6 +40,10 @@ NOTICES: dict[str, str] = {"deconnecte": "Vous êtes déconnecté·e."}
 
 class CsrfRefused(Exception):
     """A form without this session's CSRF token, or posted from another site."""
+
+
+class FormTooLarge(Exception):
+    """A posted body over the page's limit, refused before it is read whole."""
 
 
 def date_fr(value: str | None, with_time: bool = True) -> str:
@@ -63,14 +73,15 @@ def security_headers(settings: Settings) -> dict[str, str]:
             f"form-action 'self' {issuer.scheme}://{issuer.netloc}"),
         "X-Frame-Options": "SAMEORIGIN",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # no-referrer would make Origin "null"
         "Cache-Control": "no-store",
     }
 
 
 def portal_auth(request: Request) -> PortalAuth:
     state = request.app.state
-    return PortalAuth(state.database, state.settings, state.jwks_client, state.portal_api)
+    return PortalAuth(state.database, state.settings, state.jwks_client, state.portal_api,
+                      state.authenticator)
 
 
 @dataclass
@@ -111,13 +122,56 @@ class PortalContext:
     async def form(self) -> dict[str, str]:
         """The posted form, after the CSRF and same-origin checks."""
         form = await read_form(self.request)
-        origin = self.request.headers.get("origin")
-        if origin is not None and origin != _origin(self.settings.local_url) \
-                and origin != _origin(str(self.request.base_url)):
-            raise CsrfRefused
-        if not self.session.csrf_matches(form.get("csrf")):
-            raise CsrfRefused
+        _refuse_forged(self, form)
         return form
+
+    async def upload_form(self, max_bytes: int) -> tuple[dict[str, str], UploadFile | None]:
+        """A multipart form and its one file, after the same checks as ``form``.
+
+        The body is refused (``FormTooLarge``) as soon as it passes ``max_bytes``, before it
+        is held whole; the caller closes the file.
+        """
+        try:
+            body = await read_body(self.request, max_bytes)
+        except PayloadTooLarge:
+            raise FormTooLarge from None
+        parsed = await _multipart(self.request, body)
+        fields = {key: value for key, value in parsed.items() if isinstance(value, str)}
+        files = [value for value in parsed.values() if isinstance(value, UploadFile)]
+        try:
+            _refuse_forged(self, fields)
+        except CsrfRefused:
+            await parsed.close()
+            raise
+        return fields, files[0] if files else None
+
+
+def _refuse_forged(ctx: PortalContext, form: dict[str, str]) -> None:
+    """``CsrfRefused`` unless the form carries this session's token and, when the browser
+    says where it was posted from, comes from the portal's own origin."""
+    origin = ctx.request.headers.get("origin")
+    if origin is not None and origin != _origin(ctx.settings.local_url) \
+            and origin != _origin(str(ctx.request.base_url)):
+        raise CsrfRefused
+    if not ctx.session.csrf_matches(form.get("csrf")):
+        raise CsrfRefused
+
+
+async def _multipart(request: Request, body: bytes) -> FormData:
+    """``body`` read as multipart/form-data (one file at most); anything else reads as an
+    empty form, so its CSRF check fails."""
+    media, _ = parse_options_header(request.headers.get("content-type"))
+    if media != b"multipart/form-data":
+        return FormData()
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        return await MultiPartParser(request.headers, chunks(), max_files=1, max_fields=20,
+                                     max_part_size=MAX_FORM_BYTES).parse()
+    except MultiPartException:
+        raise CsrfRefused from None  # not what the portal's own form sends
 
 
 def _origin(url: str) -> str:

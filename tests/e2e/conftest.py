@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -93,3 +99,110 @@ def app_token(base: str, scope: str, issuer: str | None = None) -> str:
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
+
+
+REDIRECT_URI = "http://127.0.0.1:8765/callback"  # the demo app's
+
+
+class LoginForms(HTMLParser):
+    """The login page's forms, each as its hidden fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form":
+            self.forms.append({})
+        elif tag == "input" and self.forms and values.get("name"):
+            self.forms[-1][values["name"] or ""] = values.get("value") or ""
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.rstrip(b"=").decode()
+
+
+def log_in(base: str, subject: str, scope: str) -> dict[str, str]:
+    """What a browser and an app do together; returns the token response."""
+    verifier, challenge = pkce_pair()
+    with httpx.Client(base_url=base, timeout=10.0) as browser:
+        page = browser.get("/idp/authorize", params={
+            "response_type": "code", "client_id": "demo-app", "redirect_uri": REDIRECT_URI,
+            "scope": scope, "state": "xyz", "code_challenge": challenge,
+            "code_challenge_method": "S256", "nonce": "n-1"})
+        assert page.status_code == 200, page.text
+        parser = LoginForms()
+        parser.feed(page.text)
+        form = next(f for f in parser.forms if f.get("subject") == subject)
+        redirect = browser.post("/idp/authorize", data=form)
+    assert redirect.status_code == 303
+    query = parse_qs(urlsplit(redirect.headers["location"]).query)
+    assert query["state"] == ["xyz"]
+    token = httpx.post(f"{base}/idp/token", data={
+        "grant_type": "authorization_code", "code": query["code"][0],
+        "redirect_uri": REDIRECT_URI, "code_verifier": verifier},
+        auth=("demo-app", "demo-app-secret"), timeout=10.0)
+    assert token.status_code == 200, token.text
+    body: dict[str, str] = token.json()
+    return body
+
+
+# -- A real browser: Debian's Chromium driven by Playwright ---------------------------
+
+CHROMIUM = Path(os.environ.get("CARNET_TEST_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "portal"
+
+
+def _chromium_installed() -> bool:
+    return CHROMIUM.exists()
+
+
+@pytest.fixture
+async def browser_page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A fresh headless Chromium page (no cookies); on failure, a screenshot of it.
+
+    The async API: the sync one runs an event loop of its own in the test's thread, which
+    the suite's async fixtures cannot share. CI (CARNET_TEST_REQUIRE_BROWSER=1) must have
+    Chromium; elsewhere its absence skips.
+    """
+    if not _chromium_installed():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CARNET_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        context = await browser.new_context(locale="fr-FR",
+                                            viewport={"width": 1280, "height": 900})
+        page = await context.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            yield page
+        finally:
+            failed = getattr(request.node, "rep_call", None)
+            if failed is not None and failed.failed:
+                await screenshot(page, f"failed-{request.node.name}")
+            await browser.close()
+
+
+async def screenshot(page: Any, name: str) -> Path:
+    """Saved under test-artifacts/portal/ (not committed): what each main page looked like."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]

@@ -3,69 +3,17 @@ through ``/fhir``; and a FHIR server that trusts a separate ``carnet idp``."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-import secrets
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from service.demo import DOCUMENTS
 from storage.db import Database
-from tests.e2e.conftest import app_token, running_carnet
+from tests.e2e.conftest import app_token, log_in, running_carnet
 
 pytestmark = pytest.mark.e2e
-REDIRECT_URI = "http://127.0.0.1:8765/callback"
-
-
-class LoginForms(HTMLParser):
-    """The login page's forms, each as its hidden fields."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict[str, str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "form":
-            self.forms.append({})
-        elif tag == "input" and self.forms and values.get("name"):
-            self.forms[-1][values["name"] or ""] = values.get("value") or ""
-
-
-def pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.rstrip(b"=").decode()
-
-
-def log_in(base: str, subject: str, scope: str) -> dict[str, str]:
-    """What a browser and an app do together; returns the token response."""
-    verifier, challenge = pkce_pair()
-    with httpx.Client(base_url=base, timeout=10.0) as browser:
-        page = browser.get("/idp/authorize", params={
-            "response_type": "code", "client_id": "demo-app", "redirect_uri": REDIRECT_URI,
-            "scope": scope, "state": "xyz", "code_challenge": challenge,
-            "code_challenge_method": "S256", "nonce": "n-1"})
-        assert page.status_code == 200, page.text
-        parser = LoginForms()
-        parser.feed(page.text)
-        form = next(f for f in parser.forms if f.get("subject") == subject)
-        redirect = browser.post("/idp/authorize", data=form)
-    assert redirect.status_code == 303
-    query = parse_qs(urlsplit(redirect.headers["location"]).query)
-    assert query["state"] == ["xyz"]
-    token = httpx.post(f"{base}/idp/token", data={
-        "grant_type": "authorization_code", "code": query["code"][0],
-        "redirect_uri": REDIRECT_URI, "code_verifier": verifier},
-        auth=("demo-app", "demo-app-secret"), timeout=10.0)
-    assert token.status_code == 200, token.text
-    body: dict[str, str] = token.json()
-    return body
 
 
 def test_professional_logs_in_with_pkce_and_reads_documents(live_server: str) -> None:
