@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             if sweeper is not None:
                 sweeper.cancel()
             await own.dispose()
-            await app.state.jwks_client.aclose()
+            await app.state.issuer_client.aclose()
             await stop_portal(app)
             await app.state.blob_store.close()
 
@@ -82,11 +82,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if settings.idp_enabled:
         app.state.idp_config = idp_config(settings, keys)
         app.include_router(idp_router)
-    # The embedded provider is reached through the app itself (no socket), so that a
-    # process never waits on its own port.
-    app.state.jwks_client = (httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-                             if settings.issuer_is_embedded else httpx.AsyncClient(timeout=5.0))
-    app.state.token_verifier = token_verifier(settings, app.state.jwks_client)
+    # The issuer's endpoints (JWKS for the API, token and revocation for the portal). The
+    # embedded provider is reached through the app itself (no socket), so that a process
+    # never waits on its own port.
+    app.state.issuer_client = (httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+                               if settings.issuer_is_embedded
+                               else httpx.AsyncClient(timeout=5.0))
+    app.state.token_verifier = token_verifier(settings, app.state.issuer_client)
     app.state.authenticator = Authenticator(app.state.token_verifier,
                                             ttl=settings.token_cache_seconds)
 

@@ -99,11 +99,13 @@ async def log_in(conn: AsyncConnection, pending_key: str, new_key: str, *, csrf:
     return done.rowcount == 1
 
 
-async def claim_refresh(conn: AsyncConnection, key_hash_value: str, *, now: int,
-                        until: int) -> bool:
-    """One request at a time refreshes a session's tokens: a refresh token is spent once."""
+async def claim_refresh(conn: AsyncConnection, key_hash_value: str, *, holding: str,
+                        now: int, until: int) -> bool:
+    """One request at a time refreshes a session's tokens, and only the tokens it read
+    (``holding``: its access token): a refresh token is spent once, or its family dies."""
     done = await conn.execute(update(SESSIONS).where(
         SESSIONS.c.key_hash == key_hash_value, SESSIONS.c.refreshing_until <= now,
+        SESSIONS.c.access_token == holding,
     ).values(refreshing_until=until))
     return done.rowcount == 1
 

@@ -59,11 +59,11 @@ async def callback(request: Request) -> Response:
         done = await portal_auth(request).finish_login(request.cookies.get(COOKIE),
                                                        dict(request.query_params))
     except LoginFailed as exc:
-        response = render(request, "error.html", status_code=400, title="Connexion impossible",
-                          message=str(exc))
-        clear_session_cookie(response, settings)
-        return response
-    response = RedirectResponse(f"{settings.portal_url}/documents", status_code=303)
+        refused = render(request, "error.html", status_code=400, title="Connexion impossible",
+                         message=str(exc))
+        clear_session_cookie(refused, settings)
+        return refused
+    response = RedirectResponse(done.location, status_code=303)
     set_session_cookie(response, settings, done.key, done.max_age)
     return response
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -42,6 +43,10 @@ REFRESH_CLAIM_SECONDS = 10  # another request waits at most this long for a refr
 
 class LoginFailed(Exception):
     """The login could not complete; the message is for the patient (French)."""
+
+
+class IssuerUnavailable(Exception):
+    """The issuer could not be reached or failed: nothing was decided."""
 
 
 class NotLoggedIn(Exception):
@@ -143,10 +148,14 @@ class PortalAuth:
             raise LoginFailed("Cette connexion a expiré ou n'a pas été demandée depuis ce "
                               "navigateur. Recommencez depuis la page d'accueil.")
         assert key is not None and pending.code_verifier is not None
-        tokens = await self._token_request({
-            "grant_type": "authorization_code", "code": params.get("code", ""),
-            "redirect_uri": redirect_uri(self._settings),
-            "code_verifier": pending.code_verifier})
+        try:
+            tokens = await self._token_request({
+                "grant_type": "authorization_code", "code": params.get("code", ""),
+                "redirect_uri": redirect_uri(self._settings),
+                "code_verifier": pending.code_verifier})
+        except IssuerUnavailable as exc:
+            raise LoginFailed("Le fournisseur d'identité ne répond pas. Réessayez dans un "
+                              "instant.") from exc
         if tokens is None:
             raise LoginFailed("Le fournisseur d'identité n'a pas confirmé la connexion.")
         if not await self._is_patient(tokens["access_token"]):
@@ -163,7 +172,7 @@ class PortalAuth:
                 expires_at=now + lifetime * 1_000_000)
         if not done:
             raise LoginFailed("Cette connexion a déjà été utilisée. Recommencez.")
-        return Login(new_key, f"{self._settings.portal_url}/", lifetime)
+        return Login(new_key, f"{self._settings.portal_url}/documents", lifetime)
 
     async def current(self, key: str | None) -> Session:
         """The session behind the cookie, its access token refreshed when about to expire."""
@@ -185,21 +194,31 @@ class PortalAuth:
         raise NotLoggedIn
 
     async def _refresh(self, found: PortalSession, now: int) -> Session | None:
+        """None when another request refreshes (or the issuer is unreachable for now)."""
+        assert found.access_token is not None
         async with self._db.write() as conn:
             claimed = await portal.claim_refresh(
-                conn, found.key_hash, now=now, until=now + REFRESH_CLAIM_SECONDS * 1_000_000)
+                conn, found.key_hash, holding=found.access_token, now=now,
+                until=now + REFRESH_CLAIM_SECONDS * 1_000_000)
         if not claimed:
             return None
-        tokens = (await self._token_request({"grant_type": "refresh_token",
-                                             "refresh_token": found.refresh_token})
-                  if found.refresh_token else None)
-        async with self._db.write() as conn:
-            if tokens is None:  # revoked, expired or replayed: the patient logs in again
+        try:
+            tokens = (await self._token_request({"grant_type": "refresh_token",
+                                                 "refresh_token": found.refresh_token})
+                      if found.refresh_token else None)
+        except IssuerUnavailable:
+            async with self._db.write() as conn:
+                await portal.release_refresh(conn, found.key_hash)
+            return None
+        if tokens is None:  # revoked, expired or replayed: the patient logs in again
+            async with self._db.write() as conn:
                 await portal.end(conn, found.key_hash)
-                raise NotLoggedIn
+            raise NotLoggedIn
+        async with self._db.write() as conn:
             await portal.store_tokens(conn, found.key_hash, access_token=tokens["access_token"],
                                       access_expires_at=_expiry(tokens, _micros()),
-                                      refresh_token=tokens.get("refresh_token"))
+                                      refresh_token=tokens.get("refresh_token")
+                                      or found.refresh_token)
         return _session(found, tokens["access_token"])
 
     async def logout(self, key: str | None) -> None:
@@ -212,9 +231,11 @@ class PortalAuth:
             await self._revoke(found.refresh_token)
 
     async def _revoke(self, refresh_token: str | None) -> None:
+        """Best effort: the session is gone here whatever the issuer answers."""
         if refresh_token:
-            await self._issuer_post("revoke", {"token": refresh_token,
-                                               "token_type_hint": "refresh_token"})
+            with contextlib.suppress(IssuerUnavailable):
+                await self._issuer_post("revoke", {"token": refresh_token,
+                                                   "token_type_hint": "refresh_token"})
 
     async def _is_patient(self, access_token: str) -> bool:
         """The same verification as the API's: a professional's e-CPS has no place here."""
@@ -226,13 +247,14 @@ class PortalAuth:
     async def _token_request(self, form: dict[str, str | None]) -> dict[str, Any] | None:
         """The issuer's token endpoint; None when it refuses (the reason is not the patient's)."""
         answer = await self._issuer_post("token", form)
-        if answer is None or answer.status_code != 200:
+        if answer.status_code >= 500:
+            raise IssuerUnavailable(f"the token endpoint answered {answer.status_code}")
+        if answer.status_code != 200:
             return None
         body: dict[str, Any] = answer.json()
         return body if isinstance(body.get("access_token"), str) else None
 
-    async def _issuer_post(self, endpoint: str,
-                           form: dict[str, str | None]) -> httpx.Response | None:
+    async def _issuer_post(self, endpoint: str, form: dict[str, str | None]) -> httpx.Response:
         data = {k: v for k, v in form.items() if v is not None}
         secret = self._settings.portal_client_secret
         if secret is None:
@@ -242,8 +264,8 @@ class PortalAuth:
         try:
             return await self._issuer.post(f"{self._settings.effective_issuer}/{endpoint}",
                                            data=data, auth=auth)
-        except httpx.HTTPError:
-            return None
+        except httpx.HTTPError as exc:
+            raise IssuerUnavailable(str(exc)) from exc
 
     async def _whoami(self, access_token: str) -> tuple[str | None, str]:
         """The patient's record in Carnet (their token finds only their own) and name."""

@@ -80,7 +80,7 @@ def security_headers(settings: Settings) -> dict[str, str]:
 
 def portal_auth(request: Request) -> PortalAuth:
     state = request.app.state
-    return PortalAuth(state.database, state.settings, state.jwks_client, state.portal_api,
+    return PortalAuth(state.database, state.settings, state.issuer_client, state.portal_api,
                       state.authenticator)
 
 

@@ -473,7 +473,7 @@ class TestKeyRotation:
             fresh: list[httpx.AsyncClient]) -> None:
         app = create_app(settings, database)
         clock = Clock()
-        cache = JwksCache(settings.effective_jwks_url, app.state.jwks_client, clock=clock)
+        cache = JwksCache(settings.effective_jwks_url, app.state.issuer_client, clock=clock)
         app.state.token_verifier = TokenVerifier(issuer=settings.effective_issuer,
                                                  audience=settings.token_audience, keys=cache,
                                                  leeway=settings.token_leeway)

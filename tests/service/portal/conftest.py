@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from service.app import create_app
 from service.portal.session import register_client
@@ -80,11 +81,17 @@ async def log_in(http: httpx.AsyncClient, subject: str) -> httpx.Response:
 
 
 @pytest.fixture
-async def portal_http(settings: Settings, database: Database) -> AsyncIterator[httpx.AsyncClient]:
-    """A browser's cookie jar on the portal's own address (no one logged in yet)."""
+async def portal_app(settings: Settings, database: Database) -> FastAPI:
     app = create_app(settings, database)
     await register_client(database, settings)  # what the app's start-up does
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+    return app
+
+
+@pytest.fixture
+async def portal_http(portal_app: FastAPI,
+                      settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser's cookie jar on the portal's own address (no one logged in yet)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=portal_app),
                                  base_url=settings.local_url) as http:
         yield http
 

@@ -7,7 +7,8 @@ from http.cookies import SimpleCookie
 
 import httpx
 import pytest
-from sqlalchemy import select
+from fastapi import FastAPI
+from sqlalchemy import select, update
 
 from service.portal.session import COOKIE
 from service.settings import Settings
@@ -137,3 +138,28 @@ async def test_tokens_are_refreshed_once_even_by_concurrent_pages(
         tokens = (await conn.execute(select(REFRESH_TOKENS.c.revoked))).scalars().all()
     assert not any(tokens)  # no refresh token was spent twice (that revokes the family)
     assert (await portal.http.get("/portal/documents")).status_code == 200
+
+
+async def test_an_unreachable_issuer_does_not_log_the_patient_out(
+        portal: PortalBrowser, portal_app: FastAPI, database: Database) -> None:
+    """The refresh fails for now: the still-valid token serves, the session stays."""
+    def refuse(_request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("issuer down")
+
+    working = portal_app.state.issuer_client
+    portal_app.state.issuer_client = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    try:
+        assert (await portal.http.get("/portal/documents")).status_code == 200
+    finally:
+        portal_app.state.issuer_client = working
+    assert len(await _sessions(database)) == 1
+    assert (await portal.http.get("/portal/documents")).status_code == 200
+
+
+async def test_a_revoked_refresh_token_ends_the_session(portal: PortalBrowser,
+                                                        database: Database) -> None:
+    async with database.write() as conn:
+        await conn.execute(update(REFRESH_TOKENS).values(revoked=True))
+    answer = await portal.http.get("/portal/documents")
+    assert answer.status_code == 303 and answer.headers["location"].endswith("/portal/")
+    assert await _sessions(database) == []
