@@ -15,6 +15,7 @@ import orjson
 
 from fhir_profiles.consent import patient_choice
 from fhir_profiles.ins import INS_SLICES, InsTraits, nir_key, patient_with_ins
+from fhir_profiles.messaging import CATEGORY_SYSTEM, MESSAGE
 from service.access import Access
 from service.documents.samples import document_bundle
 from service.fhir.transaction import BundleContext, process
@@ -142,6 +143,37 @@ def document_bundles(patient_ids: dict[str, str]) -> list[dict[str, Any]]:
     return bundles
 
 
+# Messages a professional sent a patient through Carnet's messaging, with one of her
+# documents: (key, patient key, sender key, (patient key, title) of the document, sent, topic,
+# text).
+MESSAGES = [
+    ("message-1", "pat-1", "ps-martin", ("pat-1", "Résultats de biologie"),
+     "2026-02-16T09:00:00+01:00", "Vos résultats de biologie",
+     "Bonjour Madame CORSE,\nVos résultats de biologie sont normaux, rendez-vous dans 6 mois."
+     "\nDr Claire MARTIN"),
+]
+
+
+def message_bundle(ids: dict[str, str], documents: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """The demo messages as their senders would have written them: from the Practitioner
+    (named by idNat_PS too, as the messaging rules know their parties), to the Patient."""
+    rpps_of = {row[0]: row[1] for row in PRACTITIONERS}
+    entries = []
+    for key, patient, sender, document, sent, topic, text in MESSAGES:
+        to = {"reference": ids[patient]}
+        entries.append(_entry(key, {
+            "resourceType": "Communication", "identifier": [{"system": DEMO_IDS, "value": key}],
+            "status": "completed",
+            "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": MESSAGE}]}],
+            "subject": to, "recipient": [to], "sent": sent, "topic": {"text": topic},
+            "sender": {"reference": ids[sender],
+                       "identifier": {"system": IDNAT_PS, "value": "8" + rpps_of[sender]}},
+            "payload": [{"contentString": text},
+                        {"contentReference": {"reference": documents[document]}}],
+        }, f"identifier={DEMO_IDS}|{key}"))
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
 def demo_bundle() -> dict[str, Any]:
     entries = []
     for key, finess, name in ORGANIZATIONS:
@@ -204,6 +236,10 @@ async def seed_demo(db: Database, blobs: BlobStore,
         documents.extend(answer["response"]["location"].split("/_history")[0]
                          for entry, answer in zip(submission["entry"], filed["entry"], strict=True)
                          if entry["resource"]["resourceType"] == "DocumentReference")
+    document_of = dict(zip(((row[0], row[4]) for row in DOCUMENTS), documents, strict=True))
+    written = orjson.loads(await process(db, message_bundle(ids, document_of), context))
+    messages = [answer["response"]["location"].split("/_history")[0]
+                for answer in written["entry"]]
     return {
         "patients": [{"ins": row[1], "ins_system": INS_NIR_TEST, "family": row[2],
                       "given": list(row[3]), "birth_date": row[5], "id": ids[row[0]],
@@ -220,6 +256,7 @@ async def seed_demo(db: Database, blobs: BlobStore,
                   "allowed_scopes": DEMO_APP.allowed_scopes,
                   "redirect_uris": list(DEMO_APP.redirect_uris)}],
         "documents": documents,
+        "messages": messages,
     }
 
 

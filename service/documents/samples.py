@@ -44,6 +44,9 @@ NON_PS_SYSTEM = ("https://mos.esante.gouv.fr/NOS/TRE_A00-ProducteurDocNonPS/FHIR
                  "TRE-A00-ProducteurDocNonPS")
 # Authors whose documents take the TRE_A00 (non-professional) context codes.
 _NON_PS_AUTHORS = ("Patient", "Device")
+# Who keeps what a patient filed: Carnet itself, not a care facility (no FINESS).
+CARNET_CUSTODIAN = {"resourceType": "Organization", "id": "custodian",
+                    "name": "Carnet, mon espace santé"}
 
 
 def _pdf() -> bytes:
@@ -140,6 +143,8 @@ def _document(patient_ref: str, full_url: str, binary_url: str,
     contained = _author(o.author_rpps, o.author_given, o.author_family)
     if o.authors is not None:  # literal authors: only the custodian stays contained
         contained = [r for r in contained if r["id"] == "custodian"]
+    if _non_professional(o.authors):
+        contained = [CARNET_CUSTODIAN]
     doc: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "contained": contained,

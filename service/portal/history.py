@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from service.audit import ACCESS_MODE_SYSTEM
 from service.portal.fhir import PortalFhir
 from service.portal.privacy import ProfessionalView, professionals_by_idnat
-from service.portal.views import page_links
+from service.portal.views import document_view, page_links
 from service.portal.web import PortalDep
 
 router = APIRouter()
@@ -90,7 +90,7 @@ def access_view(event: dict[str, Any]) -> AccessView:
     agent = (event.get("agent") or [{}])[0]
     kind = _AGENT_KINDS.get(_coding_code(agent.get("type")), "app")
     identifier = (agent.get("who") or {}).get("identifier") or {}
-    purpose = next((p for p in event.get("purposeOfEvent") or []), {})
+    purpose: dict[str, Any] = next(iter(event.get("purposeOfEvent") or []), {})
     mode = next((str(c.get("code")) for c in purpose.get("coding") or []
                  if c.get("system") == ACCESS_MODE_SYSTEM), "normal")
     searched = None
@@ -138,6 +138,25 @@ async def _trail(fhir: PortalFhir, patient_id: str, cursor: str | None,
     return shown, following
 
 
+async def _document_titles(fhir: PortalFhir, document_ids: set[str]) -> dict[str, str]:
+    """The titles of the documents the patient may open, in one search; the others (not
+    yet visible to them) stay unnamed and unlinked."""
+    if not document_ids:
+        return {}
+    found = await fhir.every("DocumentReference", {"_id": ",".join(sorted(document_ids)),
+                                                   "_count": str(len(document_ids))})
+    return {doc["id"]: document_view(doc).title for doc in found
+            if doc.get("resourceType") == "DocumentReference"}
+
+
+def _titled(target: Target, titles: dict[str, str]) -> Target:
+    if target.document_id is None:
+        return target
+    if target.document_id in titles:
+        return Target(titles[target.document_id], target.document_id)
+    return Target(target.label)
+
+
 @router.get("/historique", summary="who accessed the patient's record")
 async def history(ctx: PortalDep, cursor: str | None = None,
                   moi: str | None = None) -> Response:
@@ -149,7 +168,11 @@ async def history(ctx: PortalDep, cursor: str | None = None,
     accesses, following = await _trail(ctx.fhir, ctx.patient_id, cursor, include_own)
     people = await professionals_by_idnat(
         ctx.fhir, {view.agent_id for view in accesses if view.agent_kind == "professional"})
+    titles = await _document_titles(ctx.fhir, {target.document_id for view in accesses
+                                               for target in view.targets
+                                               if target.document_id})
     for view in accesses:
         view.who = people.get(view.agent_id)
+        view.targets = [_titled(target, titles) for target in view.targets]
     return await ctx.page("history.html", accesses=accesses, include_own=include_own,
                           following=following, cursor=cursor)

@@ -200,12 +200,21 @@ def _blocking_consent(patient_id: str, idnat: str) -> dict[str, Any]:
     return consent
 
 
+async def _change(fhir: PortalFhir, consent: dict[str, Any], path: str, value: Any) -> None:
+    """One element of a Consent as it was read: a change made meanwhile (another tab, an
+    app) fails with 412 instead of being overwritten."""
+    version = (consent.get("meta") or {}).get("versionId")
+    await fhir.patch(f"Consent/{consent['id']}", [{"op": "replace", "path": path,
+                                                   "value": value}],
+                     if_match=f'W/"{version}"' if version else None)
+
+
 async def _withdraw(fhir: PortalFhir, consent: dict[str, Any]) -> None:
     """The choice stops at once; the Consent's history keeps it."""
-    await fhir.put(f"Consent/{consent['id']}", {**consent, "status": "inactive"})
+    await _change(fhir, consent, "/status", "inactive")
 
 
-async def _search(ctx: PortalContext,
+async def _search(fhir: PortalFhir,
                   recherche: str | None) -> tuple[list[ProfessionalView], str | None]:
     """The directory's professionals matching the name, or the reason the search is refused."""
     wanted = (recherche or "").strip()
@@ -214,8 +223,7 @@ async def _search(ctx: PortalContext,
     if not SEARCH_LENGTH[0] <= len(wanted) <= SEARCH_LENGTH[1]:
         return [], (f"Saisissez entre {SEARCH_LENGTH[0]} et {SEARCH_LENGTH[1]} caractères du "
                     "nom du professionnel.")
-    bundle = await ctx.fhir.get("Practitioner", {"name": wanted,
-                                                 "_count": str(SEARCH_RESULTS)})
+    bundle = await fhir.get("Practitioner", {"name": wanted, "_count": str(SEARCH_RESULTS)})
     views = [professional_view(entry["resource"]) for entry in bundle.get("entry") or []
              if entry.get("resource", {}).get("resourceType") == "Practitioner"]
     return [view for view in views if view is not None], None
@@ -227,7 +235,7 @@ async def privacy(ctx: PortalDep, recherche: str | None = None) -> Response:
         return await ctx.page("privacy.html", record=False, recherche=recherche or "")
     choices = await read_choices(ctx.fhir, ctx.patient_id)
     attending = await attending_idnat(ctx.fhir, ctx.patient_id)
-    results, search_error = await _search(ctx, recherche)
+    results, search_error = await _search(ctx.fhir, recherche)
     people = await professionals_by_idnat(
         ctx.fhir, [*choices.blocked, *choices.authorised, *([attending] if attending else [])])
     by_name = sorted(people.values(), key=lambda view: (view.name == "", view.name, view.idnat))
@@ -299,8 +307,7 @@ async def unblock(ctx: PortalDep) -> Response:
         kept = [actor for actor in consent["provision"].get("actor") or []
                 if await _reference_idnat(ctx.fhir, actor.get("reference")) != idnat]
         if kept:  # a Consent that blocks others too keeps blocking them
-            await ctx.fhir.put(f"Consent/{consent['id']}",
-                               {**consent, "provision": {**consent["provision"], "actor": kept}})
+            await _change(ctx.fhir, consent, "/provision/actor", kept)
         else:
             await _withdraw(ctx.fhir, consent)
     return ctx.redirect("/confidentialite", "pro-debloque")
