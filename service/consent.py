@@ -126,13 +126,39 @@ async def practitioner_idnat(conn: AsyncConnection, reference: Any) -> str | Non
 
 
 async def check_consent_actors(conn: AsyncConnection, consent: dict[str, Any]) -> None:
-    """422 for a professional the Consent names but Carnet cannot identify."""
+    """422 for a professional the Consent names but Carnet cannot identify, and for a
+    block of the attending doctor, which the policy would not apply (say so, not 201)."""
     choice = choice_of({**consent, "status": "active"})
     if choice is None or choice.code != "professional":
         return
+    named = []
     for index, reference in enumerate(choice.actors):
-        if await practitioner_idnat(conn, reference) is None:
+        idnat = await practitioner_idnat(conn, reference)
+        if idnat is None:
             raise Unprocessable(
                 "[consent-actor] the professional must be named by RPPS or idNat_PS identifier "
                 "or by a stored Practitioner that carries one",
                 expression=f"Consent.provision.actor[{index}].reference")
+        named.append(idnat)
+    if not choice.deny or consent.get("status") != "active":
+        return
+    attending = await _attending_of(conn, consent)
+    for index, idnat in enumerate(named):
+        if attending is not None and professional_actor(idnat) == attending:
+            raise Unprocessable(
+                "[consent-attending-doctor] the attending doctor cannot be blocked: declare "
+                "another attending doctor first (Patient.generalPractitioner)",
+                expression=f"Consent.provision.actor[{index}].reference")
+
+
+async def _attending_of(conn: AsyncConnection, consent: dict[str, Any]) -> str | None:
+    target = (consent.get("patient") or {}).get("reference")
+    if not isinstance(target, str):
+        return None
+    target_type, target_id = split_reference(target)
+    if target_type != "Patient":
+        return None
+    found = await repo.current_content(conn, "Patient", target_id)
+    if found is None or found.content is None:
+        return None
+    return await attending_doctor(conn, orjson.loads(found.content))

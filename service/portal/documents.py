@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from fhir_profiles.pdsm import CLASS_CODES, with_visibility
-from service.portal.fhir import ApiRefusal
+from service.portal.errors import Refusal
 from service.portal.views import document_view, page_links
 from service.portal.web import NOTICES, PortalDep
 
@@ -69,7 +69,7 @@ async def document(ctx: PortalDep, document_id: str) -> Response:
 async def content(ctx: PortalDep, document_id: str, telecharger: bool = False) -> Response:
     doc = document_view(await ctx.fhir.get(f"DocumentReference/{document_id}"))
     if doc.binary is None:
-        raise ApiRefusal(404, "ce document n'a pas de contenu consultable ici")
+        raise Refusal(404, "ce document n'a pas de contenu consultable ici")
     answer = await ctx.fhir.raw(doc.binary)
     inline = doc.inline and not telecharger
     media = doc.content_type.split(";")[0].strip() if inline else "application/octet-stream"

@@ -12,16 +12,9 @@ from typing import Any
 import httpx
 import orjson
 
+from service.portal.errors import api_refusal
+
 FHIR_JSON = "application/fhir+json"
-
-
-class ApiRefusal(Exception):
-    """The API refused: its status and the OperationOutcome's first diagnostics."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _diagnostics(response: httpx.Response) -> str:
@@ -34,7 +27,7 @@ def _diagnostics(response: httpx.Response) -> str:
 
 
 class PortalFhir:
-    """``/fhir`` as one patient; JSON in, JSON out, ``ApiRefusal`` on any refusal."""
+    """``/fhir`` as one patient; JSON in, JSON out, ``Refusal`` on any refusal."""
 
     def __init__(self, api: httpx.AsyncClient, access_token: str) -> None:
         self._api = api
@@ -51,7 +44,7 @@ class PortalFhir:
         response = await self._api.request(method, f"/fhir/{path}", params=params,
                                            content=content, headers=sent_headers)
         if response.status_code >= 400:
-            raise ApiRefusal(response.status_code, _diagnostics(response))
+            raise api_refusal(response.status_code, _diagnostics(response))
         return response
 
     async def get(self, path: str, params: Any = None) -> dict[str, Any]:

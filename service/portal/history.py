@@ -20,7 +20,7 @@ from fastapi.responses import Response
 
 from service.audit import ACCESS_MODE_SYSTEM
 from service.portal.fhir import PortalFhir
-from service.portal.privacy import ProfessionalView, professionals_by_idnat
+from service.portal.professionals import ProfessionalView, professionals_by_idnat
 from service.portal.views import document_view, page_links
 from service.portal.web import PortalDep
 

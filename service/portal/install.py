@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from service.portal.fhir import ApiRefusal
+from service.portal.errors import Refusal
 from service.portal.routes import router
 from service.portal.session import NotLoggedIn, register_client
 from service.portal.web import CsrfRefused, clear_session_cookie, render
@@ -44,16 +44,17 @@ def install_portal(app: FastAPI, settings: Settings) -> None:
                               "Rechargez la page et recommencez.")
 
     async def api_refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiRefusal)
+        assert isinstance(exc, Refusal)
         if exc.status == 401:
             return await not_logged_in(request, exc)
         status = exc.status if 400 <= exc.status < 600 else 502
         return render(request, "error.html", status_code=status,
-                      title=_TITLES.get(status, "Demande refusée"), message=exc.message)
+                      title=_TITLES.get(status, "Demande refusée"), message=exc.message,
+                      detail=exc.detail)
 
     app.add_exception_handler(NotLoggedIn, not_logged_in)
     app.add_exception_handler(CsrfRefused, csrf_refused)
-    app.add_exception_handler(ApiRefusal, api_refused)
+    app.add_exception_handler(Refusal, api_refused)
 
 
 async def start_portal(app: FastAPI, settings: Settings, database: Database) -> None:

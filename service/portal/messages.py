@@ -17,7 +17,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from fhir_profiles.messaging import NOTIFICATION, category_of, is_no_reply, referenced_documents
-from service.portal.fhir import ApiRefusal, PortalFhir, display_name
+from service.portal.errors import Refusal
+from service.portal.fhir import PortalFhir
+from service.portal.professionals import professionals_by_idnat, reference_idnat
 from service.portal.views import document_view, page_links
 from service.portal.web import NOTICES, PortalContext, PortalDep
 
@@ -106,23 +108,13 @@ class Senders:
         return self._known[key]
 
     async def _professional(self, sender: dict[str, Any]) -> str | None:
-        reference = str(sender.get("reference") or "")
-        identifier = sender.get("identifier") or {}
         try:
-            if reference.startswith(("Practitioner/", "PractitionerRole/")):
-                found = await self._fhir.get(reference)
-                if found.get("resourceType") == "PractitionerRole":
-                    practitioner = (found.get("practitioner") or {}).get("reference")
-                    found = await self._fhir.get(practitioner) if practitioner else {}
-                return display_name(found) or None
-            if identifier.get("system") and identifier.get("value"):
-                bundle = await self._fhir.get("Practitioner", {
-                    "identifier": f"{identifier['system']}|{identifier['value']}"})
-                people = [e["resource"] for e in bundle.get("entry") or []]
-                return display_name(people[0]) if people else None
-        except ApiRefusal:
+            idnat = await reference_idnat(self._fhir, sender)
+        except Refusal:
             return None  # not in the directory: the page still shows the message
-        return None
+        if idnat is None:
+            return None
+        return (await professionals_by_idnat(self._fhir, [idnat]))[idnat].name or None
 
 
 async def message_view(message: dict[str, Any], senders: Senders) -> MessageView:
@@ -209,7 +201,7 @@ async def _mark_read(ctx: PortalContext, message: dict[str, Any]) -> dict[str, A
     try:
         return await ctx.fhir.patch(f"Communication/{message['id']}", operations,
                                     if_match=f'W/"{version}"' if version else None)
-    except ApiRefusal as refused:
+    except Refusal as refused:
         if refused.status == 412:  # marked read meanwhile (another tab): nothing to do
             return message
         raise
@@ -225,7 +217,7 @@ async def _earlier(fhir: PortalFhir, message: dict[str, Any]) -> list[dict[str, 
             break
         try:
             current = await fhir.get(str(answered))
-        except ApiRefusal:
+        except Refusal:
             break
         chain.insert(0, current)
     return chain
@@ -241,6 +233,6 @@ async def _documents(fhir: PortalFhir, message: dict[str, Any]) -> list[Attached
         try:
             view = document_view(await fhir.get(f"DocumentReference/{document_id}"))
             attached.append(AttachedDocument(document_id, view.title, True))
-        except ApiRefusal:
+        except Refusal:
             attached.append(AttachedDocument(document_id, "Document non disponible", False))
     return attached

@@ -4,20 +4,17 @@ Each choice is one Consent built by ``fhir_profiles.consent.patient_choice`` and
 POSTed as the patient; withdrawing makes it ``inactive`` (its history is kept).
 The API rebuilds the record's policy in the same transaction, so a change holds
 from the professionals' next request. Who a professional is comes from the
-directory's Practitioner resources; ``professionals_by_idnat`` is shared with
-the access history.
+directory (``service/portal/professionals.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from fhir_profiles.access import PROFESSIONS
 from fhir_profiles.consent import (
     ACTOR_ROLE,
     CLIENT_ID_SYSTEM,
@@ -27,8 +24,15 @@ from fhir_profiles.consent import (
     patient_choice,
     professional_idnat,
 )
-from service.portal.fhir import ApiRefusal, PortalFhir, display_name
-from service.portal.web import NOTICES, PortalContext, PortalDep
+from service.portal.errors import Refusal
+from service.portal.fhir import PortalFhir
+from service.portal.professionals import (
+    ProfessionalView,
+    professional_view,
+    professionals_by_idnat,
+    reference_idnat,
+)
+from service.portal.web import NOTICES, PortalDep
 
 router = APIRouter()
 NOTICES.update({
@@ -43,83 +47,6 @@ NOTICES.update({
 })
 SEARCH_RESULTS = 20
 SEARCH_LENGTH = (2, 100)
-# TRE_G15-ProfessionSante, as a Practitioner's qualification names it (URL or OID).
-PROFESSION_SYSTEMS = frozenset({
-    "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante",
-    "urn:oid:1.2.250.1.71.1.2.7"})
-
-
-@dataclass(frozen=True)
-class ProfessionalView:
-    """A professional as the patient reads them: name and profession, or their number."""
-
-    idnat: str  # idNat_PS: "8" + RPPS
-    name: str = ""
-    profession: str = ""
-
-    @property
-    def number(self) -> str:
-        """The RPPS when the idNat_PS holds one, else the idNat_PS itself."""
-        return self.idnat[1:] if self.idnat.startswith("8") else self.idnat
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return f"{self.name} ({self.profession})" if self.profession else self.name
-        return f"Professionnel de santé n° RPPS {self.number} (inconnu de l'annuaire)"
-
-
-def _profession(practitioner: dict[str, Any]) -> str:
-    for qualification in practitioner.get("qualification") or []:
-        for coding in (qualification.get("code") or {}).get("coding") or []:
-            if coding.get("system") in PROFESSION_SYSTEMS:
-                return PROFESSIONS.get(coding.get("code", ""), str(coding.get("display") or ""))
-    return ""
-
-
-def _idnat_of_practitioner(practitioner: dict[str, Any]) -> str | None:
-    return next((found for identifier in practitioner.get("identifier") or []
-                 if (found := professional_idnat(identifier)) is not None), None)
-
-
-def professional_view(practitioner: dict[str, Any]) -> ProfessionalView | None:
-    """A directory entry, or None when it carries no RPPS / idNat_PS."""
-    idnat = _idnat_of_practitioner(practitioner)
-    if idnat is None:
-        return None
-    return ProfessionalView(idnat, display_name(practitioner), _profession(practitioner))
-
-
-async def professionals_by_idnat(fhir: PortalFhir,
-                                 idnats: Iterable[str]) -> dict[str, ProfessionalView]:
-    """Each idNat_PS with its directory entry, in one search; unknown ones keep the number."""
-    wanted = sorted(set(idnats))
-    found = {idnat: ProfessionalView(idnat) for idnat in wanted}
-    if not wanted:
-        return found
-    practitioners = await fhir.every("Practitioner", {
-        "identifier": ",".join(f"{IDNAT_SYSTEM}|{idnat}" for idnat in wanted),
-        "_count": str(len(wanted))})
-    for practitioner in practitioners:
-        view = professional_view(practitioner)
-        if view is not None and view.idnat in found:
-            found[view.idnat] = view
-    return found
-
-
-async def _reference_idnat(fhir: PortalFhir, reference: Any) -> str | None:
-    """The idNat_PS a Consent actor or a generalPractitioner names (identifier or
-    ``Practitioner/<id>``)."""
-    if not isinstance(reference, dict):
-        return None
-    if "identifier" in reference:
-        return professional_idnat(reference["identifier"])
-    target = str(reference.get("reference") or "")
-    if not target.startswith("Practitioner/"):
-        return None
-    return _idnat_of_practitioner(await fhir.get(target))
-
-
 @dataclass
 class Choices:
     """What the patient's active Consents say, with the Consents that say it."""
@@ -147,7 +74,7 @@ async def read_choices(fhir: PortalFhir, patient_id: str) -> Choices:
         if choice.code != "professional":
             continue
         for actor in choice.actors:
-            idnat = await _reference_idnat(fhir, actor)
+            idnat = await reference_idnat(fhir, actor)
             if idnat is None:
                 continue
             if choice.deny:
@@ -161,23 +88,17 @@ async def attending_idnat(fhir: PortalFhir, patient_id: str) -> str | None:
     """The declared attending doctor, whom the policy never lets the patient block."""
     patient = await fhir.get(f"Patient/{patient_id}")
     for reference in patient.get("generalPractitioner") or []:
-        idnat = await _reference_idnat(fhir, reference)
+        idnat = await reference_idnat(fhir, reference)
         if idnat is not None:
             return idnat
     return None
-
-
-def _own_record(ctx: PortalContext) -> str:
-    if ctx.patient_id is None:
-        raise ApiRefusal(404, "Aucun dossier n'est encore ouvert à votre identité dans Carnet.")
-    return ctx.patient_id
 
 
 def _yes_no(form: dict[str, str], field: str) -> bool:
     """A choice button's value; anything else did not come from the page (400)."""
     value = form.get(field)
     if value not in ("oui", "non"):
-        raise ApiRefusal(400, f"Le champ « {field} » doit valoir « oui » ou « non ».")
+        raise Refusal(400, f"Le champ « {field} » doit valoir « oui » ou « non ».")
     return value == "oui"
 
 
@@ -185,7 +106,7 @@ def _idnat_field(form: dict[str, str]) -> str:
     value = form.get("professionnel", "").strip()
     idnat = professional_idnat({"system": IDNAT_SYSTEM, "value": value})
     if idnat is None:
-        raise ApiRefusal(400, "Le professionnel doit être désigné par son identifiant national "
+        raise Refusal(400, "Le professionnel doit être désigné par son identifiant national "
                               "(idNat_PS : 8 suivi de son numéro RPPS).")
     return idnat
 
@@ -254,7 +175,7 @@ async def privacy(ctx: PortalDep, recherche: str | None = None) -> Response:
 async def record_choice(ctx: PortalDep) -> Response:
     form = await ctx.form()
     close = _yes_no(form, "fermer")
-    await _set_deny(ctx.fhir, _own_record(ctx), "record", close)
+    await _set_deny(ctx.fhir, ctx.own_record(), "record", close)
     return ctx.redirect("/confidentialite", "dossier-ferme" if close else "dossier-ouvert")
 
 
@@ -262,7 +183,7 @@ async def record_choice(ctx: PortalDep) -> Response:
 async def emergency_choice(ctx: PortalDep) -> Response:
     form = await ctx.form()
     oppose = _yes_no(form, "opposer")
-    await _set_deny(ctx.fhir, _own_record(ctx), "emergency", oppose)
+    await _set_deny(ctx.fhir, ctx.own_record(), "emergency", oppose)
     return ctx.redirect("/confidentialite", "urgence-opposee" if oppose else "urgence-autorisee")
 
 
@@ -280,14 +201,14 @@ async def _set_deny(fhir: PortalFhir, patient_id: str, code: str, deny: bool) ->
 @router.post("/confidentialite/bloquer", summary="block a professional")
 async def block(ctx: PortalDep) -> Response:
     idnat = _idnat_field(await ctx.form())
-    patient_id = _own_record(ctx)
+    patient_id = ctx.own_record()
     known = await professionals_by_idnat(ctx.fhir, [idnat])
     if not known[idnat].name:
-        raise ApiRefusal(404, "Ce professionnel de santé est introuvable dans l'annuaire : "
+        raise Refusal(404, "Ce professionnel de santé est introuvable dans l'annuaire : "
                               "recherchez-le par son nom.")
     if await attending_idnat(ctx.fhir, patient_id) == idnat:
         # The policy ignores such a block (the attending doctor keeps access): say so.
-        raise ApiRefusal(400, f"{known[idnat].label} est votre médecin traitant : il ou elle "
+        raise Refusal(400, f"{known[idnat].label} est votre médecin traitant : il ou elle "
                               "garde l'accès à votre dossier et ne peut pas être bloqué·e. "
                               "Changez d'abord de médecin traitant, ou fermez votre dossier.")
     choices = await read_choices(ctx.fhir, patient_id)
@@ -299,13 +220,13 @@ async def block(ctx: PortalDep) -> Response:
 @router.post("/confidentialite/debloquer", summary="unblock a professional")
 async def unblock(ctx: PortalDep) -> Response:
     idnat = _idnat_field(await ctx.form())
-    patient_id = _own_record(ctx)
+    patient_id = ctx.own_record()
     choices = await read_choices(ctx.fhir, patient_id)
     if idnat not in choices.blocked:
-        raise ApiRefusal(404, "Ce professionnel de santé n'est pas bloqué.")
+        raise Refusal(404, "Ce professionnel de santé n'est pas bloqué.")
     for consent in choices.blocked[idnat]:
         kept = [actor for actor in consent["provision"].get("actor") or []
-                if await _reference_idnat(ctx.fhir, actor.get("reference")) != idnat]
+                if await reference_idnat(ctx.fhir, actor.get("reference")) != idnat]
         if kept:  # a Consent that blocks others too keeps blocking them
             await _change(ctx.fhir, consent, "/provision/actor", kept)
         else:

@@ -18,6 +18,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from service.documents.samples import document_bundle
+from service.portal.errors import Refusal
 from service.portal.web import NOTICES, PARIS, FormTooLarge, PortalContext, PortalDep
 from service.settings import Settings
 
@@ -62,15 +63,6 @@ FORMATS = {
 }
 
 
-class Refused(Exception):
-    """An upload the page refuses: its HTTP status and what the patient is told."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def upload_limit(settings: Settings) -> int:
     """The largest file: the portal's limit, the API's for a Binary, and what fits in a
     JSON Bundle (base64 adds a third) under the API's body limit."""
@@ -91,10 +83,10 @@ def media_type(declared: str | None, content: bytes) -> str:
     accepted = ", ".join(f.label for f in FORMATS.values())
     known = FORMATS.get(media)
     if known is None:
-        raise Refused(415, f"Ce format de fichier n'est pas accepté. Formats acceptés : "
+        raise Refusal(415, f"Ce format de fichier n'est pas accepté. Formats acceptés : "
                            f"{accepted}.")
     if not (content.startswith(known.magic) if known.magic else _is_text(content)):
-        raise Refused(415, f"Le contenu du fichier ne correspond pas à un fichier "
+        raise Refusal(415, f"Le contenu du fichier ne correspond pas à un fichier "
                            f"{known.label} : il est peut-être abîmé ou mal nommé. Formats "
                            f"acceptés : {accepted}.")
     return media
@@ -130,10 +122,8 @@ async def upload(ctx: PortalDep) -> Response:
             await file.close()
     values = {"titre": form.get("titre", "").strip(), "type": form.get("type", "")}
     try:
-        if ctx.patient_id is None:
-            raise Refused(403, "Aucun dossier n'est encore ouvert à votre identité dans Carnet.")
-        bundle = _submission(ctx.patient_id, values, filename, declared, content, limit)
-    except Refused as refused:
+        bundle = _submission(ctx.own_record(), values, filename, declared, content, limit)
+    except Refusal as refused:
         return await _page(ctx, refused.status, error=refused.message, values=values)
     filed = await ctx.fhir.post("", bundle)
     return ctx.redirect(f"/documents/{_document_id(bundle, filed)}", "depose")
@@ -141,18 +131,18 @@ async def upload(ctx: PortalDep) -> Response:
 
 def _submission(patient_id: str, values: dict[str, str], filename: str,
                 declared: str | None, content: bytes, limit: int) -> dict[str, Any]:
-    """The ITI-65 Bundle of the patient's file, or ``Refused`` with the reason."""
+    """The ITI-65 Bundle of the patient's file, or ``Refusal`` with the reason."""
     if not content:
-        raise Refused(400, "Le fichier est vide ou aucun fichier n'a été choisi : choisissez "
+        raise Refusal(400, "Le fichier est vide ou aucun fichier n'a été choisi : choisissez "
                            "le document à ajouter.")
     if len(content) > limit:
-        raise Refused(413, _too_large(limit))
+        raise Refusal(413, _too_large(limit))
     if values["type"] not in DOCUMENT_TYPES:
-        raise Refused(400, "Choisissez le type du document dans la liste.")
+        raise Refusal(400, "Choisissez le type du document dans la liste.")
     title = values["titre"] or filename.rsplit(".", 1)[0].strip() or DOCUMENT_TYPES[
         values["type"]]
     if len(title) > MAX_TITLE_CHARS:
-        raise Refused(400, f"Le titre est trop long : {MAX_TITLE_CHARS} caractères au plus.")
+        raise Refusal(400, f"Le titre est trop long : {MAX_TITLE_CHARS} caractères au plus.")
     media = media_type(declared, content)
     now = datetime.now(PARIS).isoformat(timespec="seconds")
     return document_bundle(

@@ -24,6 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.errors import PayloadTooLarge
 from service.fhir.http import read_body
+from service.portal.errors import Refusal
 from service.portal.fhir import PortalFhir
 from service.portal.session import COOKIE, NotLoggedIn, PortalAuth, Session
 from service.settings import Settings
@@ -33,6 +34,7 @@ PARIS = ZoneInfo("Europe/Paris")
 MAX_FORM_BYTES = 64 * 1024
 
 
+NO_RECORD = "Aucun dossier n'est encore ouvert à votre identité dans Carnet."
 # What a page says after a change, by key: a link cannot make the portal say anything else.
 # Each section adds its own (``NOTICES.update`` at import).
 NOTICES: dict[str, str] = {"deconnecte": "Vous êtes déconnecté·e."}
@@ -95,6 +97,12 @@ class PortalContext:
 
     @property
     def patient_id(self) -> str | None:
+        return self.session.patient_id
+
+    def own_record(self) -> str:
+        """The patient's record id, for a change; 404 while Carnet holds none for them."""
+        if self.session.patient_id is None:
+            raise Refusal(404, NO_RECORD)
         return self.session.patient_id
 
     async def page(self, template: str, status_code: int = 200,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import httpx
 import orjson
 import pytest
 
 from fhir_profiles.consent import patient_choice
 from service.documents.samples import document_bundle
+from storage.directory import Professional
 from tests.factories import FHIR_JSON, consent, give_consent
 from tests.service.access.conftest import (
     AUTHORISED,
@@ -52,12 +55,15 @@ async def test_an_authorisation_and_its_withdrawal_apply_to_the_next_request(
 async def test_a_block_wins_over_an_authorisation_but_not_over_the_attending_doctor(
         anonymous: httpx.AsyncClient, tokens: Tokens, record: Record,
         as_patient: dict[str, str]) -> None:
-    for who in (COLLEAGUE, DOCTOR):
-        response = await anonymous.post("/fhir/Consent", headers={**FHIR_JSON, **as_patient},
-                                        content=orjson.dumps(consent(
-                                            record.patient_id, "professional", "deny",
-                                            rpps=(who.rpps,))))
-        assert response.status_code == 201, response.text
+    def block(who: Professional) -> Awaitable[httpx.Response]:
+        return anonymous.post("/fhir/Consent", headers={**FHIR_JSON, **as_patient},
+                              content=orjson.dumps(consent(record.patient_id, "professional",
+                                                           "deny", rpps=(who.rpps,))))
+
+    assert (await block(COLLEAGUE)).status_code == 201
+    refused = await block(DOCTOR)  # the policy would not apply it: said, not stored
+    assert refused.status_code == 422, refused.text
+    assert "[consent-attending-doctor]" in refused.text
     path = f"/fhir/DocumentReference/{record.documents['consultation']}"
     assert denial_rule(await anonymous.get(path, headers=as_professional(tokens, COLLEAGUE))) == \
         "professional-blocked"
