@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth.policy import Interaction, labels_of
+from auth.principal import Patient
 from fhir_profiles.ins import find_ins
 from fhir_profiles.outcome import Issue
 from fhir_profiles.pdsm import SUBMISSION_SET, list_kind
@@ -297,9 +298,11 @@ class Filing:
         await registry.register_documents(self.conn, [
             replace(filed, submission_pk=pk) for filed in self.filed])
         now = now_micros()
+        by_patient = isinstance(self.filed_by, Patient)
         for patient_id, document_id, hidden, replaced in self.notices:
             await events.document_filed(self.conn, patient_id, document_id,
-                                        hidden_from_patient=hidden, replaces=replaced, now=now)
+                                        hidden_from_patient=hidden, by_patient=by_patient,
+                                        replaces=replaced, now=now)
 
     def _binary_ids(self, document: dict[str, Any]) -> list[str]:
         return [binary_id for item in document.get("content") or []

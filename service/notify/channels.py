@@ -140,13 +140,14 @@ class Channels:
 
     async def targets(self, conn: AsyncConnection, event: Event) -> list[tuple[Channel, str]]:
         """Where an event goes: the patient's inbox and e-mail when it faces the patient (a
-        document labelled INVISIBLE_PATIENT does not yet), and every app Subscription on its
+        document labelled INVISIBLE_PATIENT does not yet) and they did not cause it (their
+        own upload), and every app Subscription on its
         topic created before it, whose app may see it: operators, or apps the patient
         granted (never a document hidden from the patient). A Subscription's target carries
         its event number, given here once, so that a retried notification keeps it."""
         facing = bool(event.payload.get("patient_facing"))
         targets: list[tuple[Channel, str]] = []
-        if facing:
+        if facing and not event.payload.get("by_patient"):
             targets.append((Channel.INBOX, event.patient_id))
             if self.email_enabled and await patient_email(conn, event.patient_id):
                 targets.append((Channel.EMAIL, event.patient_id))

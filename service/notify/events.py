@@ -17,12 +17,14 @@ TOPICS = (DOCUMENT, MESSAGE, EMERGENCY_ACCESS)
 
 
 async def document_filed(conn: AsyncConnection, patient_id: str, document_id: str, *,
-                         hidden_from_patient: bool, replaces: list[str], now: int) -> int:
-    """A document labelled INVISIBLE_PATIENT tells the patient nothing yet: its event
-    reaches only the apps allowed to see it; ``document_visible`` follows the label's end."""
+                         hidden_from_patient: bool, by_patient: bool, replaces: list[str],
+                         now: int) -> int:
+    """A document labelled INVISIBLE_PATIENT tells the patient's side nothing yet (only
+    operators' apps hear of it; ``document_visible`` follows the label's end). One the
+    patient filed themselves gets them no inbox notice or e-mail (their apps still hear)."""
     return await outbox.add_event(conn, DOCUMENT, patient_id, {
         "document": document_id, "replaces": replaces,
-        "patient_facing": not hidden_from_patient}, now)
+        "patient_facing": not hidden_from_patient, "by_patient": by_patient}, now)
 
 
 async def document_visible(conn: AsyncConnection, patient_id: str, document_id: str,

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from fhir_profiles.subscriptions import document_subscription
+from service.documents.samples import document_bundle
 from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
 from service.settings import Settings
@@ -146,6 +147,25 @@ async def test_a_document_hidden_from_the_patient_tells_them_nothing_until_shown
     await dispatcher.run_once()
     assert len(await inbox(anonymous, tokens, patient_id)) == 1
     assert len(smtp_server.messages) == 1 and len(webhook_receiver.received) == 1
+
+
+async def test_a_document_the_patient_filed_tells_only_their_apps(
+        client: httpx.AsyncClient, anonymous: httpx.AsyncClient, tokens: Tokens,
+        patient_id: str, dispatcher: Dispatcher, smtp_server: SmtpServer,
+        webhook_receiver: WebhookReceiver) -> None:
+    """Her own upload: no notice or e-mail to herself; the apps she granted still hear."""
+    await give_consent(client, patient_id, "app", "permit", apps=(GRANTED_APP,))
+    await subscribe(anonymous, tokens, patient_id, webhook_receiver.url)
+    own = document_bundle(f"Patient/{patient_id}", class_code="90", type_code="11488-4",
+                          authors=[f"Patient/{patient_id}"])
+    filed = await anonymous.post("/fhir", content=orjson.dumps(own), headers={
+        **FHIR_JSON, **bearer(tokens.patient("openid patient/*.cruds"))})
+    assert filed.status_code == 200, filed.text
+
+    await dispatcher.run_once()
+    assert await inbox(anonymous, tokens, patient_id) == []
+    assert smtp_server.messages == []
+    assert len(webhook_receiver.received) == 1
 
 
 async def test_the_stream_is_the_patients_own(anonymous: httpx.AsyncClient,
