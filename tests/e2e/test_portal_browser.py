@@ -3,8 +3,8 @@
 
 Marie CORSE logs in; documents and messages that professionals send reach her open
 page live; what she decides (masking, blocking) binds the next professional request;
-the professionals' accesses show in her history. Screenshots land in
-test-artifacts/portal/.
+the professionals' accesses show in her history; she answers a message and adds a
+document; the pages fit a phone. Screenshots land in test-artifacts/portal/.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from fhir_profiles.messaging import CATEGORY_SYSTEM, MESSAGE
 from service.demo import INS_NIR_TEST, PATIENTS
-from service.documents.samples import document_bundle
+from service.documents.samples import PDF, document_bundle
 from tests.e2e.conftest import log_in, screenshot
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +39,17 @@ class Professional:
         assert found.status_code == 200, found.text
         patient_id: str = found.json()["entry"][0]["resource"]["id"]
         return patient_id
+
+    def write(self, patient_id: str, text: str) -> str:
+        """A secure message to the patient; returns the Communication id."""
+        sent = self.http.post("/Communication", content=orjson.dumps({
+            "resourceType": "Communication", "status": "completed",
+            "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": MESSAGE}]}],
+            "recipient": [{"reference": f"Patient/{patient_id}"}],
+            "payload": [{"contentString": text}]}))
+        assert sent.status_code == 201, sent.text
+        message_id: str = sent.json()["id"]
+        return message_id
 
     def document_ids(self, patient_id: str) -> httpx.Response:
         """ITI-67: the current documents of the patient this professional may see."""
@@ -103,3 +115,66 @@ async def test_a_patient_follows_and_controls_her_record_in_the_browser(
     await expect(page.get_by_text("Masqué aux professionnels").first).to_be_visible()
     assert document_id not in ids(colleague.document_ids(marie))
     assert document_id in ids(doctor.document_ids(marie))  # the attending doctor still does
+
+    # Block the pharmacist she had authorised: her next ITI-67 search is refused.
+    pharmacist = Professional(live_server, PHARMACIST)
+    assert pharmacist.document_ids(marie).status_code == 200
+    await page.get_by_role("link", name="Confidentialité").click()
+    await page.get_by_label("Nom du professionnel").fill("PETIT")
+    await page.get_by_role("button", name="Rechercher").click()
+    await page.get_by_role("button", name="Bloquer Sophie PETIT").click()
+    await expect(page.get_by_role("button", name="Débloquer Sophie PETIT")).to_be_visible()
+    await screenshot(page, "confidentialite")
+    assert pharmacist.document_ids(marie).status_code in (403, 404)
+
+    # Her access history shows Dr Bernard's search (and the pharmacist's refused one).
+    await page.get_by_role("link", name="Historique des accès").click()
+    history = page.locator("#historique-acces")
+    await expect(history).to_contain_text("Paul BERNARD")
+    await expect(history).to_contain_text("Refusé")
+    await screenshot(page, "historique")
+
+    # A message arrives while the page is open; she reads it and answers.
+    message_id = doctor.write(marie, "Votre bilan de kinésithérapie est rassurant.")
+    await expect(page.locator("#direct")).to_contain_text("nouveau message", timeout=20_000)
+    await expect(page.locator("#non-lus")).to_be_visible()
+    await page.get_by_role("link", name="Messagerie").click()
+    await screenshot(page, "messagerie")
+    await page.get_by_role("link", name="Votre bilan de kinésithérapie est rassurant").click()
+    await expect(page.locator("p.texte-message")).to_have_text(
+        "Votre bilan de kinésithérapie est rassurant.")
+    await page.get_by_label("Votre réponse à Claire MARTIN").fill("Merci docteur, à bientôt.")
+    await page.get_by_role("button", name="Envoyer la réponse").click()
+    await expect(page.get_by_text("Votre réponse a été envoyée.")).to_be_visible()
+    await screenshot(page, "message")
+    answers = doctor.http.get("/Communication", params={
+        "in-response-to": f"Communication/{message_id}"})
+    assert answers.status_code == 200, answers.text
+    assert [e["resource"]["payload"][0]["contentString"] for e in answers.json()["entry"]] \
+        == ["Merci docteur, à bientôt."]
+
+    # She adds a document of her own.
+    await page.get_by_role("link", name="Ajouter un document").click()
+    await page.get_by_label("Fichier").set_input_files(files=[{
+        "name": "ordonnance-lunettes.pdf", "mimeType": "application/pdf", "buffer": PDF}])
+    await page.get_by_label("Titre du document").fill("Ordonnance de lunettes")
+    await page.get_by_label("Type de document").select_option("DOCPAT02")
+    await screenshot(page, "ajouter")
+    await page.get_by_role("button", name="Ajouter le document").click()
+    await expect(page.get_by_role("heading", name="Ordonnance de lunettes")).to_be_visible()
+    await expect(page.get_by_text("Vous-même")).to_be_visible()
+
+    # On a phone-sized screen nothing overflows sideways; the skip link comes first.
+    await page.set_viewport_size({"width": 360, "height": 740})
+    await page.get_by_role("link", name="Mes documents", exact=True).click()
+    assert await page.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth")
+    await screenshot(page, "documents-telephone")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Aller au contenu"
+
+    # Logging out ends the session: the pages send her back to the home page.
+    await page.get_by_role("button", name="Se déconnecter").click()
+    await expect(page.get_by_text("Vous êtes déconnecté·e.")).to_be_visible()
+    await page.goto(f"{live_server}/portal/documents")
+    await expect(page.get_by_role("link", name="Se connecter")).to_be_visible()
