@@ -109,16 +109,8 @@ async def practitioner_idnat(conn: AsyncConnection, reference: Any) -> str | Non
         return None
     if "identifier" in reference:
         return professional_idnat(reference["identifier"])
-    target = reference.get("reference")
-    if not isinstance(target, str):
-        return None
-    target_type, target_id = split_reference(target)
-    if target_type != "Practitioner":
-        return None
-    found = await repo.current_content(conn, "Practitioner", target_id)
-    if found is None or found.content is None:
-        return None
-    for identifier in orjson.loads(found.content).get("identifier") or []:
+    practitioner = await _stored(conn, reference, "Practitioner")
+    for identifier in (practitioner or {}).get("identifier") or []:
         idnat = professional_idnat(identifier)
         if idnat is not None:
             return idnat
@@ -152,13 +144,21 @@ async def check_consent_actors(conn: AsyncConnection, consent: dict[str, Any]) -
 
 
 async def _attending_of(conn: AsyncConnection, consent: dict[str, Any]) -> str | None:
-    target = (consent.get("patient") or {}).get("reference")
+    patient = await _stored(conn, consent.get("patient"), "Patient")
+    return await attending_doctor(conn, patient) if patient is not None else None
+
+
+async def _stored(conn: AsyncConnection, reference: Any,
+                  resource_type: str) -> dict[str, Any] | None:
+    """The current content of the stored ``resource_type`` a literal reference points to."""
+    target = reference.get("reference") if isinstance(reference, dict) else None
     if not isinstance(target, str):
         return None
     target_type, target_id = split_reference(target)
-    if target_type != "Patient":
+    if target_type != resource_type:
         return None
-    found = await repo.current_content(conn, "Patient", target_id)
+    found = await repo.current_content(conn, resource_type, target_id)
     if found is None or found.content is None:
         return None
-    return await attending_doctor(conn, orjson.loads(found.content))
+    content: dict[str, Any] = orjson.loads(found.content)
+    return content
