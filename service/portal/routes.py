@@ -15,6 +15,7 @@ from service.portal.session import COOKIE, LoginFailed, NotLoggedIn
 from service.portal.web import (
     PortalDep,
     clear_session_cookie,
+    origin,
     portal_auth,
     render,
     set_session_cookie,
@@ -46,6 +47,12 @@ async def home_without_slash(request: Request) -> Response:
 
 @router.get("/connexion", summary="start the login at the identity provider")
 async def login(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    canonical = f"{settings.portal_url}/connexion"
+    if origin(str(request.url)) != origin(canonical):
+        # The provider sends the patient back to the registered address: start there, so
+        # that the login's cookie is on the host the callback reaches (localhost vs 127.0.0.1).
+        return RedirectResponse(canonical, status_code=307)
     started = await portal_auth(request).begin_login()
     response = RedirectResponse(started.location, status_code=303)
     set_session_cookie(response, request.app.state.settings, started.key, started.max_age)

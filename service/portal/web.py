@@ -157,9 +157,9 @@ class PortalContext:
 def _refuse_forged(ctx: PortalContext, form: dict[str, str]) -> None:
     """``CsrfRefused`` unless the form carries this session's token and, when the browser
     says where it was posted from, comes from the portal's own origin."""
-    origin = ctx.request.headers.get("origin")
-    if origin is not None and origin != _origin(ctx.settings.local_url) \
-            and origin != _origin(str(ctx.request.base_url)):
+    posted_from = ctx.request.headers.get("origin")
+    if posted_from is not None and posted_from != origin(ctx.settings.local_url) \
+            and posted_from != origin(str(ctx.request.base_url)):
         raise CsrfRefused
     if not ctx.session.csrf_matches(form.get("csrf")):
         raise CsrfRefused
@@ -182,7 +182,7 @@ async def _multipart(request: Request, body: bytes) -> FormData:
         raise CsrfRefused from None  # not what the portal's own form sends
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 

@@ -163,3 +163,15 @@ async def test_a_revoked_refresh_token_ends_the_session(portal: PortalBrowser,
     answer = await portal.http.get("/portal/documents")
     assert answer.status_code == 303 and answer.headers["location"].endswith("/portal/")
     assert await _sessions(database) == []
+
+
+async def test_login_starts_on_the_address_the_provider_returns_to(
+        portal_app: FastAPI) -> None:
+    """Opened as localhost, the login moves to 127.0.0.1 (CARNET_PUBLIC_URL or host:port)
+    first: its cookie must be where the callback lands."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=portal_app),
+                                 base_url="http://localhost:8000") as http:
+        moved = await http.get("/portal/connexion")
+    assert moved.status_code == 307
+    assert moved.headers["location"] == "http://127.0.0.1:8000/portal/connexion"
+    assert "set-cookie" not in moved.headers
