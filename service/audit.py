@@ -247,7 +247,23 @@ def _fail(waiting: _Waiting, cause: BaseException | None) -> None:
 # -- reading the trail -----------------------------------------------------------
 
 _IGNORED = frozenset({"patient", "_format", "_pretty"})
-_KNOWN = frozenset({"date", "_count", "_cursor", "_total", *_IGNORED})
+AGENT_KIND = "agent-kind"  # Carnet's own: professional, patient, app, system (and :not)
+_KNOWN = frozenset({"date", "_count", "_cursor", "_total", AGENT_KIND, f"{AGENT_KIND}:not",
+                    *_IGNORED})
+
+
+def _agent_filter(pairs: list[tuple[str, str]]) -> audit_log.AgentFilter | None:
+    """``agent-kind=professional,app`` or ``agent-kind:not=patient`` (one of the two)."""
+    given = [(name, value) for name, value in pairs if name.startswith(AGENT_KIND)]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise BadRequest(f"give {AGENT_KIND} once", expression=AGENT_KIND)
+    name, value = given[0]
+    # As any token search: a code that names no kind matches nothing.
+    return audit_log.AgentFilter(tuple(f"{_AGENT_PREFIXES[kind]}:" for kind in value.split(",")
+                                       if kind in _AGENT_PREFIXES),
+                                 exclude=name.endswith(":not"))
 
 
 def _date_bounds(values: list[str]) -> tuple[int | None, int | None]:
@@ -282,7 +298,8 @@ async def audit_search(conn: AsyncConnection, patient_id: str, pairs: list[tuple
     for name, _ in pairs:
         if name not in _KNOWN:
             raise BadRequest(f"unknown or unsupported AuditEvent search parameter {name!r} "
-                             "(date, _count, _cursor, _total)", expression=name)
+                             f"(date, {AGENT_KIND}, _count, _cursor, _total)",
+                             expression=name)
     params = dict(pairs)
     count = params.get("_count", str(default_count))
     if not is_plain_number(count):
@@ -291,6 +308,7 @@ async def audit_search(conn: AsyncConnection, patient_id: str, pairs: list[tuple
     if total_mode not in ("none", "estimate", "accurate"):
         raise BadRequest("_total must be none, estimate or accurate", expression="_total")
     since, until = _date_bounds([v for k, v in pairs if k == "date"])
+    agents = _agent_filter(pairs)
     before: int | None = None
     if "_cursor" in params:
         try:
@@ -303,7 +321,7 @@ async def audit_search(conn: AsyncConnection, patient_id: str, pairs: list[tuple
 
     limit = min(int(count), max_count)
     rows = await audit_log.patient_entries(conn, patient_id, since=since, until=until,
-                                           before_pk=before, limit=limit + 1)
+                                           agents=agents, before_pk=before, limit=limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]
     total: int | None = None
@@ -311,7 +329,7 @@ async def audit_search(conn: AsyncConnection, patient_id: str, pairs: list[tuple
         # A first page that holds every match is its own count: no second query.
         total = (len(rows) if before is None and not has_more else
                  await audit_log.count_patient_entries(conn, patient_id, since=since,
-                                                       until=until))
+                                                       until=until, agents=agents))
     entries = [entry(f"{base}/AuditEvent/{row.event_id}", row.content,
                      search={"mode": "match"}) for row in rows]
     path = f"{base}/AuditEvent"

@@ -25,7 +25,10 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     bindparam,
+    false,
     func,
+    not_,
+    or_,
     select,
     tuple_,
     update,
@@ -210,20 +213,36 @@ async def append(conn: AsyncConnection, entries: Sequence[AuditEntry]) -> list[i
     return found
 
 
-def _filters(patient_id: str, since: int | None, until: int | None) -> list[Any]:
+@dataclass(frozen=True)
+class AgentFilter:
+    """Entries whose agent key starts with one of ``prefixes`` (``ins:``, ``idnat:``...),
+    or, with ``exclude``, with none of them."""
+
+    prefixes: tuple[str, ...]
+    exclude: bool = False
+
+
+def _filters(patient_id: str, since: int | None, until: int | None,
+             agents: AgentFilter | None = None) -> list[Any]:
     conditions: list[Any] = [AUDIT_LOG.c.patient_id == patient_id]
     if since is not None:
         conditions.append(AUDIT_LOG.c.recorded >= since)
     if until is not None:
         conditions.append(AUDIT_LOG.c.recorded < until)
+    if agents is not None and agents.prefixes:
+        matches = or_(*(AUDIT_LOG.c.agent.startswith(prefix, autoescape=True)
+                        for prefix in agents.prefixes))
+        conditions.append(not_(matches) if agents.exclude else matches)
+    elif agents is not None and not agents.exclude:
+        conditions.append(false())  # only unknown kinds were asked for
     return conditions
 
 
 async def patient_entries(conn: AsyncConnection, patient_id: str, *, since: int | None = None,
-                          until: int | None = None, before_pk: int | None = None,
-                          limit: int) -> list[StoredEntry]:
+                          until: int | None = None, agents: AgentFilter | None = None,
+                          before_pk: int | None = None, limit: int) -> list[StoredEntry]:
     """A patient's entries recorded in [since, until), newest first, below ``before_pk``."""
-    conditions = _filters(patient_id, since, until)
+    conditions = _filters(patient_id, since, until, agents)
     if before_pk is not None:
         conditions.append(AUDIT_LOG.c.pk < before_pk)
     rows = (await conn.execute(
@@ -233,9 +252,10 @@ async def patient_entries(conn: AsyncConnection, patient_id: str, *, since: int 
 
 
 async def count_patient_entries(conn: AsyncConnection, patient_id: str, *,
-                                since: int | None = None, until: int | None = None) -> int:
-    total: int = (await conn.execute(select(func.count()).select_from(AUDIT_LOG)
-                                     .where(*_filters(patient_id, since, until)))).scalar_one()
+                                since: int | None = None, until: int | None = None,
+                                agents: AgentFilter | None = None) -> int:
+    total: int = (await conn.execute(select(func.count()).select_from(AUDIT_LOG).where(
+        *_filters(patient_id, since, until, agents)))).scalar_one()
     return total
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from auth.idp.config import IdpConfig
-    from storage.directory import Professional
+    from storage.directory import InsIdentity, Professional
 
 CLIENT_ID = "carnet-bench"  # the operator app (CARNET_OPERATOR_CLIENTS)
 PRO_CLIENT_ID = "bench-pro"  # the client a professional signs in through
@@ -75,6 +75,18 @@ def mint_professional_token(base_url: str, keys_dir: Path, k: int = 0) -> str:
 
     return mint_access_token(_config(base_url, keys_dir), professional_claims(doctor(k)),
                              PRO_CLIENT_ID, PRO_SCOPE, lifetime=LIFETIME_SECONDS).token
+
+
+def mint_patient_token(base_url: str, keys_dir: Path, identity: InsIdentity,
+                       client_id: str = "carnet-portal",
+                       scope: str = "openid offline_access patient/*.cruds") -> str:
+    """A patient's access token, as the issuer grants it after an ``ins:<NIR>`` login:
+    ``patient_claims`` of the INSi identity (``storage.directory.InsIdentity``); by default
+    what the portal's session holds (client ``carnet-portal``, its scope)."""
+    from auth.idp.claims import mint_access_token, patient_claims
+
+    return mint_access_token(_config(base_url, keys_dir), patient_claims(identity),
+                             client_id, scope, lifetime=LIFETIME_SECONDS).token
 
 
 def bearer(token: str | None) -> dict[str, str]:

@@ -2,10 +2,8 @@
 outcome, from the record's AuditEvents (newest first).
 
 The portal itself reads as the patient, so every page it shows leaves entries of
-the patient's own: they are hidden unless asked for. The API has no filter on
-the agent, so the portal skips them page after page of the trail, a bounded
-number of pages at a time, and pages with the trail's own cursors (never one of
-its making).
+the patient's own: they are hidden unless asked for, by the trail's own filter
+(``agent-kind:not=patient``), and pages follow the trail's cursors.
 """
 
 from __future__ import annotations
@@ -25,9 +23,7 @@ from service.portal.views import document_view, page_links
 from service.portal.web import PortalDep
 
 router = APIRouter()
-PAGE_SIZE = 20  # entries shown per page, at least (whole pages of the trail are shown)
-SCAN_SIZE = 100  # trail entries read at a time while the patient's own are skipped
-SCAN_PAGES = 5  # at most this many reads per portal page: the patient's own can be many
+PAGE_SIZE = 20
 
 _AGENT_KINDS = {"PROV": "professional", "PAT": "patient", "110150": "app"}
 ACTIONS = {"read": "Consultation", "vread": "Consultation d'une version",
@@ -119,23 +115,16 @@ def access_view(event: dict[str, Any]) -> AccessView:
 
 async def _trail(fhir: PortalFhir, patient_id: str, cursor: str | None,
                  include_own: bool) -> tuple[list[AccessView], str | None]:
-    """A page of the trail (several when the patient's own entries are skipped) and the
-    cursor of what follows."""
-    shown: list[AccessView] = []
-    following = cursor
-    for _ in range(1 if include_own else SCAN_PAGES):
-        params = {"patient": patient_id, "_count": str(PAGE_SIZE if include_own else SCAN_SIZE),
-                  "_total": "none"}
-        if following:
-            params["_cursor"] = following
-        bundle = await fhir.get("AuditEvent", params)
-        views = [access_view(entry["resource"]) for entry in bundle.get("entry") or []
-                 if entry.get("resource", {}).get("resourceType") == "AuditEvent"]
-        shown += [view for view in views if include_own or view.agent_kind != "patient"]
-        following = page_links(bundle).get("next")
-        if following is None or len(shown) >= PAGE_SIZE:
-            break
-    return shown, following
+    """A page of the trail and the cursor of what follows."""
+    params = {"patient": patient_id, "_count": str(PAGE_SIZE), "_total": "none"}
+    if not include_own:
+        params["agent-kind:not"] = "patient"
+    if cursor:
+        params["_cursor"] = cursor
+    bundle = await fhir.get("AuditEvent", params)
+    shown = [access_view(entry["resource"]) for entry in bundle.get("entry") or []
+             if entry.get("resource", {}).get("resourceType") == "AuditEvent"]
+    return shown, page_links(bundle).get("next")
 
 
 async def _document_titles(fhir: PortalFhir, document_ids: set[str]) -> dict[str, str]:

@@ -191,6 +191,9 @@ _DEFINITIONS: dict[str, tuple[SearchParam, ...]] = {
     "AuditEvent": (
         _p("date", "date", "recorded"),
         _patient_ref("entity.what"),
+        # Carnet's own: who acted (professional, patient, app, system), e.g. a patient's
+        # history without their own reads: agent-kind:not=patient (service/audit.py).
+        _p("agent-kind", "token", "agent.type"),
     ),
     "Subscription": (
         _p("status", "token", "status"),

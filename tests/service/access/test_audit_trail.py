@@ -64,6 +64,38 @@ async def test_the_patient_sees_who_read_what_and_who_was_refused(
     assert {"reference": document} in [e.get("what") for e in search["entity"]]
 
 
+async def test_the_trail_filters_on_who_acted(
+        anonymous: httpx.AsyncClient, tokens: Tokens, record: Record,
+        as_patient: dict[str, str]) -> None:
+    """A patient's history without their own reads (the portal's), in the query itself."""
+    document = f"/fhir/DocumentReference/{record.documents['lab']}"
+    assert (await anonymous.get(document, headers=as_patient)).status_code == 200
+    assert (await anonymous.get(document, headers=as_patient)).status_code == 200
+    assert (await anonymous.get(document, headers=as_professional(tokens, DOCTOR))
+            ).status_code == 200
+
+    def kinds(entries: list[dict[str, Any]]) -> set[str]:
+        return {e["agent"][0]["type"]["coding"][0]["code"] for e in entries}
+
+    everyone = await trail(anonymous, as_patient, _count="500")
+    assert {"PAT", "PROV"} <= kinds(everyone)
+    others = await anonymous.get("/fhir/AuditEvent", headers=as_patient,
+                                 params={"agent-kind:not": "patient", "_count": "2"})
+    assert "PAT" not in kinds([e["resource"] for e in others.json()["entry"]])
+    assert others.json()["total"] == len([e for e in everyone
+                                          if e["agent"][0]["type"]["coding"][0]["code"]
+                                          != "PAT"])
+    following = next(link["url"] for link in others.json()["link"]
+                     if link["relation"] == "next")
+    assert "agent-kind%3Anot=patient" in following  # the filter holds on every page
+    own = await trail(anonymous, as_patient, **{"agent-kind": "patient"})
+    assert kinds(own) == {"PAT"} and len(own) >= 2
+    assert await trail(anonymous, as_patient, **{"agent-kind": "nobody"}) == []
+    twice = await anonymous.get("/fhir/AuditEvent", headers=as_patient, params=[
+        ("agent-kind", "app"), ("agent-kind:not", "patient")])
+    assert twice.status_code == 400
+
+
 async def test_the_trail_is_the_patients_own(
         anonymous: httpx.AsyncClient, tokens: Tokens, record: Record,
         as_patient: dict[str, str]) -> None:
