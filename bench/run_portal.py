@@ -507,11 +507,9 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
         notes.append(f"the audit trail held {info['audit_before_history']:,} entries when the "
                      "history runs started; the newest of each patient's were the portal's own "
                      f"reads as the patient (the earlier figures' requests), at least {least:,} "
-                     "in a row: the page hides the patient's own entries and reads at most 5 "
-                     "pages of 100 AuditEvents looking for others (`service/portal/history.py`)"
-                     + (", so every history request here read 5 pages of 100 AuditEvents and "
-                        "showed an empty first page (the page's bound, its worst case)"
-                        if least >= 500 else ""))
+                     "in a row: the page asks the trail for the others only "
+                     "(`agent-kind:not=patient`, filtered in the query) and shows the 20 "
+                     "newest of them")
     lines += [f"- {x}" for x in notes + measure_notes(r)] + [""]
     return "\n".join(lines)
 
