@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
-import secrets
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +17,7 @@ import httpx
 import pytest
 
 from storage.db import Database
+from tests.forms import login_form, pkce
 
 
 def free_port() -> int:
@@ -104,39 +101,16 @@ def app_token(base: str, scope: str, issuer: str | None = None) -> str:
 REDIRECT_URI = "http://127.0.0.1:8765/callback"  # the demo app's
 
 
-class LoginForms(HTMLParser):
-    """The login page's forms, each as its hidden fields."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict[str, str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "form":
-            self.forms.append({})
-        elif tag == "input" and self.forms and values.get("name"):
-            self.forms[-1][values["name"] or ""] = values.get("value") or ""
-
-
-def pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    return verifier, challenge.rstrip(b"=").decode()
-
-
 def log_in(base: str, subject: str, scope: str) -> dict[str, str]:
     """What a browser and an app do together; returns the token response."""
-    verifier, challenge = pkce_pair()
+    verifier, challenge = pkce()
     with httpx.Client(base_url=base, timeout=10.0) as browser:
         page = browser.get("/idp/authorize", params={
             "response_type": "code", "client_id": "demo-app", "redirect_uri": REDIRECT_URI,
             "scope": scope, "state": "xyz", "code_challenge": challenge,
             "code_challenge_method": "S256", "nonce": "n-1"})
         assert page.status_code == 200, page.text
-        parser = LoginForms()
-        parser.feed(page.text)
-        form = next(f for f in parser.forms if f.get("subject") == subject)
+        form = login_form(page.text, subject)
         redirect = browser.post("/idp/authorize", data=form)
     assert redirect.status_code == 303
     query = parse_qs(urlsplit(redirect.headers["location"]).query)

@@ -6,16 +6,15 @@ the page set, follows the redirect to the callback and redeems the code.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from jose import jwt
+
+from tests.forms import forms_of, login_form, pkce
 
 ISSUER = "http://127.0.0.1:8000/idp"
 AUDIENCE = "carnet"
@@ -27,43 +26,9 @@ PATIENT = "ins:253072A07300443"
 DEMO_AUTH = (CLIENT_ID, CLIENT_SECRET)
 
 
-def pkce() -> tuple[str, str]:
-    """A fresh (code_verifier, S256 code_challenge) pair."""
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-class _Forms(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict[str, str]] = []
-        self._current: dict[str, str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self._current = {}
-        elif tag == "input" and self._current is not None and "name" in values:
-            self._current[values["name"]] = values.get("value", "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form" and self._current is not None:
-            self.forms.append(self._current)
-            self._current = None
-
-
 def login_forms(html: str) -> list[dict[str, str]]:
-    parser = _Forms()
-    parser.feed(html)
-    parser.close()
-    return parser.forms
+    return [fields for _, fields in forms_of(html)]
 
-
-def form_for(html: str, subject: str) -> dict[str, str]:
-    matching = [f for f in login_forms(html) if f.get("subject") == subject]
-    assert len(matching) == 1, f"no single login form for {subject}"
-    return matching[0]
 
 
 def query_of(location: str) -> dict[str, str]:
@@ -100,7 +65,7 @@ async def log_in(http: httpx.AsyncClient, subject: str, scope: str = "openid sco
     params = authorize_params(scope, challenge, **overrides)
     page = await http.get("/idp/authorize", params=params)
     assert page.status_code == 200, page.text
-    form = form_for(page.text, subject)
+    form = login_form(page.text, subject)
     posted = await http.post("/idp/authorize", data=form)
     assert posted.status_code == 303, posted.text
     location = posted.headers["location"]

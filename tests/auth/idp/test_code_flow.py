@@ -21,8 +21,8 @@ from tests.auth.idp.flow import (
     PATIENT,
     REDIRECT_URI,
     authorize_params,
-    form_for,
     log_in,
+    login_form,
     login_forms,
     pkce,
     query_of,
@@ -279,7 +279,7 @@ async def _login_form(http: httpx.AsyncClient, subject: str = DOCTOR,
     page = await http.get("/idp/authorize",
                           params=authorize_params("openid scope_all", challenge, **overrides))
     assert page.status_code == 200
-    return form_for(page.text, subject)
+    return login_form(page.text, subject)
 
 
 async def test_a_login_without_the_csrf_cookie_is_refused_and_issues_no_code(
@@ -355,7 +355,7 @@ async def test_a_login_form_asking_scopes_outside_the_registration_gets_them_dro
     verifier, challenge = pkce()
     page = await anonymous.get("/idp/authorize", params=authorize_params(
         "openid", challenge, client_id="other-app"))
-    form = form_for(page.text, DOCTOR)
+    form = login_form(page.text, DOCTOR)
     response = await anonymous.post("/idp/authorize", data={
         **form, "scope": "openid user/*.cruds patient/DocumentReference.c system/*.cruds"})
     callback = query_of(response.headers["location"])
@@ -391,7 +391,7 @@ async def test_a_patient_asking_only_for_user_scopes_is_sent_back_with_invalid_s
     _, challenge = pkce()
     page = await anonymous.get("/idp/authorize", params=authorize_params(
         "scope_all user/*.rs", challenge, state="s-9"))
-    response = await anonymous.post("/idp/authorize", data=form_for(page.text, PATIENT))
+    response = await anonymous.post("/idp/authorize", data=login_form(page.text, PATIENT))
     assert response.status_code == 303
     callback = query_of(response.headers["location"])
     assert callback["error"] == "invalid_scope"

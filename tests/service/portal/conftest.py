@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 
 import httpx
 import pytest
@@ -18,39 +17,13 @@ from service.app import create_app
 from service.portal.session import register_client
 from service.settings import Settings
 from storage.db import Database
+from tests.forms import form_to, login_form
 from tests.service.access.conftest import (  # noqa: F401 - fixtures used by the portal tests
     Record,
     as_patient,
     record,
 )
 from tests.tokens import PATIENT
-
-
-class Forms(HTMLParser):
-    """Each form of a page: its action and its fields (hidden and visible inputs)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[tuple[str, dict[str, str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "form":
-            self.forms.append((values.get("action") or "", {}))
-        elif tag in ("input", "button", "textarea", "select") and self.forms \
-                and values.get("name"):
-            self.forms[-1][1].setdefault(values["name"] or "", values.get("value") or "")
-
-
-def forms_of(html: str) -> list[tuple[str, dict[str, str]]]:
-    parser = Forms()
-    parser.feed(html)
-    return parser.forms
-
-
-def form_to(html: str, action_ends_with: str) -> dict[str, str]:
-    """The fields of the page's form whose action ends so (the CSRF token among them)."""
-    return next(fields for action, fields in forms_of(html) if action.endswith(action_ends_with))
 
 
 @dataclass
@@ -74,8 +47,7 @@ async def log_in(http: httpx.AsyncClient, subject: str) -> httpx.Response:
     assert started.status_code == 303, started.text
     login_page = await http.get(started.headers["location"])
     assert login_page.status_code == 200, login_page.text
-    fields = next(f for _, f in forms_of(login_page.text) if f.get("subject") == subject)
-    chosen = await http.post("/idp/authorize", data=fields)
+    chosen = await http.post("/idp/authorize", data=login_form(login_page.text, subject))
     assert chosen.status_code == 303, chosen.text
     return await http.get(chosen.headers["location"])
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from tests.forms import form_to
 from tests.service.access.conftest import AUTHORISED, DOCUMENTS, Record, as_professional
-from tests.service.portal.conftest import PortalBrowser, form_to
+from tests.service.portal.conftest import PortalBrowser
 from tests.tokens import Tokens
 
 

@@ -15,9 +15,10 @@ from service.settings import Settings
 from storage.blobs import open_blob_store
 from storage.db import Database
 from tests.factories import FHIR_JSON, practitioner
+from tests.forms import form_to, forms_of
 from tests.service.access.conftest import DOCTOR, MISSING_ID, Record, as_professional
 from tests.service.messaging.conftest import carnet_notification, message, sent
-from tests.service.portal.conftest import PortalBrowser, form_to, forms_of, log_in
+from tests.service.portal.conftest import PortalBrowser, log_in
 from tests.tokens import PATIENT, Tokens
 
 WRITTEN = "Vos résultats de biologie sont normaux.\nRendez-vous dans six mois."

@@ -14,6 +14,7 @@ from service.portal.fhir import PortalFhir
 from storage.db import Database
 from storage.directory import Professional
 from tests.factories import ins_patient_resource
+from tests.forms import form_to, forms_of
 from tests.service.access.conftest import (
     AUTHORISED,
     BLOCKED,
@@ -22,7 +23,7 @@ from tests.service.access.conftest import (
     Record,
     as_professional,
 )
-from tests.service.portal.conftest import PortalBrowser, form_to, forms_of, log_in
+from tests.service.portal.conftest import PortalBrowser, log_in
 from tests.tokens import Tokens
 
 TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"

@@ -21,8 +21,9 @@ from fhir_profiles.structure import validate_structure
 from service.documents.samples import PDF, document_bundle
 from service.portal.upload import TYPE_SYSTEM, upload_limit
 from service.settings import Settings
+from tests.forms import form_to
 from tests.service.access.conftest import Record
-from tests.service.portal.conftest import PortalBrowser, form_to
+from tests.service.portal.conftest import PortalBrowser
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 HTML = b"<!doctype html><script>alert(document.cookie)</script>"
