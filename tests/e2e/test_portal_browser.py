@@ -84,11 +84,20 @@ async def portal_login(page: Any, base: str) -> None:
 
 async def test_a_patient_follows_and_controls_her_record_in_the_browser(
         live_server: str, browser_page: Any) -> None:
+    page = browser_page
+    doctor, colleague, pharmacist = (Professional(live_server, who)
+                                     for who in (DR_MARTIN, DR_BERNARD, PHARMACIST))
+    try:
+        await patient_journey(page, live_server, doctor, colleague, pharmacist)
+    finally:
+        for professional in (doctor, colleague, pharmacist):
+            professional.http.close()
+
+
+async def patient_journey(page: Any, live_server: str, doctor: Professional,
+                          colleague: Professional, pharmacist: Professional) -> None:
     from playwright.async_api import expect
 
-    page = browser_page
-    doctor, colleague = Professional(live_server, DR_MARTIN), Professional(live_server,
-                                                                           DR_BERNARD)
     marie = doctor.marie()
 
     await portal_login(page, live_server)
@@ -117,7 +126,6 @@ async def test_a_patient_follows_and_controls_her_record_in_the_browser(
     assert document_id in ids(doctor.document_ids(marie))  # the attending doctor still does
 
     # Block the pharmacist she had authorised: her next ITI-67 search is refused.
-    pharmacist = Professional(live_server, PHARMACIST)
     assert pharmacist.document_ids(marie).status_code == 200
     await page.get_by_role("link", name="Confidentialité").click()
     await page.get_by_label("Nom du professionnel").fill("PETIT")
