@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -264,6 +265,83 @@ def outbox_failures(limit: int) -> None:
                    f"{d.attempts} attempt(s), last error: {d.last_error}")
     if not found:
         click.echo("no failed delivery")
+
+
+@main.command(help="Simulate professionals filing documents (ITI-65) into any Carnet, with "
+                   "optional searches and reads, and report throughput, latency and errors.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The Carnet to drive.")
+@click.option("--documents", type=click.IntRange(1), default=None,
+              help="Stop after this many ITI-65 submissions.")
+@click.option("--duration", type=click.FloatRange(0.1), default=None,
+              help="Stop after this many seconds (with --documents: the first reached).")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
+              help="Concurrent clients.")
+@click.option("--rate", type=click.FloatRange(0.01), default=None,
+              help="Target ITI-65 submissions per second in all (default: as fast as "
+                   "possible).")
+@click.option("--searches", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="ITI-67 searches by the same professional per submission.")
+@click.option("--reads", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="ITI-68 reads of the document just filed, per submission.")
+@click.option("--patient-reads", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Portal-like reads of a patient's documents, per submission.")
+@click.option("--patients", type=click.IntRange(1, 500), default=200, show_default=True,
+              help="Patients (found through the API) to file for.")
+@click.option("--max-bytes", type=click.IntRange(1024), default=2_000_000, show_default=True,
+              help="Largest generated document.")
+@click.option("--seed", type=int, default=None,
+              help="Random seed: the same seed sends the same documents again, ids included "
+                   "(default: a new one, shown in the report).")
+@click.option("--issuer", default=None, help="The identity provider (default: <url>/idp).")
+@click.option("--client-id", default="demo-app", show_default=True,
+              help="The registered OAuth client the users log in through.")
+@click.option("--client-secret", envvar="CARNET_SIMULATE_CLIENT_SECRET",
+              default="demo-app-secret", show_default=True,
+              help="Its secret (CARNET_SIMULATE_CLIENT_SECRET); empty for a public client.")
+@click.option("--redirect-uri", default="http://127.0.0.1:8765/callback", show_default=True,
+              help="A redirect URI registered for that client (never contacted).")
+@click.option("--server-pid", type=int, multiple=True,
+              help="The server's process ids, for its peak memory (default: found from "
+                   "the port of a loopback URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+def simulate(url: str, documents: int | None, duration: float | None, concurrency: int,
+             rate: float | None, searches: float, reads: float, patient_reads: float,
+             patients: int, max_bytes: int, seed: int | None, issuer: str | None,
+             client_id: str,
+             client_secret: str, redirect_uri: str, server_pid: tuple[int, ...],
+             as_json: bool, quiet: bool) -> None:
+    from service.simulate.login import Client
+    from service.simulate.runner import Plan, SetupError, plan_summary
+    from service.simulate.runner import simulate as run_simulation
+
+    if documents is None and duration is None:
+        raise click.UsageError("give --documents, --duration, or both")
+    plan = Plan(url=url, client=Client(client_id, client_secret or None, redirect_uri),
+                documents=documents, duration=duration, concurrency=concurrency, rate=rate,
+                searches=searches, reads=reads, patient_reads=patient_reads,
+                patients=patients, max_bytes=max_bytes,
+                seed=seed if seed is not None else random.randrange(2**31), issuer=issuer,
+                server_pids=server_pid)
+    live = sys.stderr.isatty()
+
+    def progress(report: Any) -> None:
+        if not quiet:
+            click.echo(("\r" if live else "") + report.progress_line(), err=True,
+                       nl=not live)
+
+    try:
+        report = asyncio.run(run_simulation(plan, progress, every=0.5 if live else 5.0))
+    except SetupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if live and not quiet:
+        click.echo(err=True)
+    report.setup["plan"] = plan_summary(plan)
+    click.echo(orjson.dumps(report.summary(), option=orjson.OPT_INDENT_2).decode()
+               if as_json else report.text())
+    if report.errors:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

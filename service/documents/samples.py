@@ -32,6 +32,21 @@ VISIBILITY_SYSTEM = ("https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDoc
 SECTOR_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R02-SecteurActivite/FHIR/TRE-R02-SecteurActivite"
 SETTING_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_A01-CadreExercice/FHIR/TRE-A01-CadreExercice"
 PROFESSION_SYSTEM = "urn:oid:1.2.250.1.71.1.2.7"  # TRE_G15-ProfessionSante
+SPECIALTY_SYSTEM = ("https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/"
+                    "TRE-R38-SpecialiteOrdinale")  # savoir-faire such as SM54
+# Displays of the codes the samples use (TRE_G15, TRE_R02, TRE_A01); an unknown code goes
+# without a display rather than with a wrong one.
+PROFESSIONS = {"10": "Médecin", "21": "Pharmacien", "26": "Audioprothésiste",
+               "28": "Opticien-lunetier", "40": "Chirurgien-dentiste", "50": "Sage-femme",
+               "60": "Infirmier", "69": "Infirmier psychiatrique",
+               "70": "Masseur-kinésithérapeute", "80": "Pédicure-podologue", "91": "Orthophoniste",
+               "92": "Orthoptiste", "94": "Ergothérapeute", "95": "Diététicien",
+               "96": "Psychomotricien", "98": "Manipulateur ERM"}
+SECTORS = {"SA01": "Etablissement public de santé", "SA04": "Etablissement privé non PSPH",
+           "SA05": "Centre de santé", "SA07": "Cabinet individuel", "SA08": "Cabinet de groupe",
+           "SA25": "Laboratoire de biologie médicale", "SA33": "Pharmacie d'officine",
+           "SA52": "Maison de santé ou Pôle de santé"}
+SETTINGS = {"ETABLISSEMENT": "Etablissement de santé", "AMBULATOIRE": "Ambulatoire"}
 IDNAT_PS = "urn:oid:1.2.250.1.71.4.2.1"
 RPPS = "https://rpps.esante.gouv.fr"
 FINESS = "urn:oid:1.2.250.1.71.4.2.2"
@@ -40,6 +55,7 @@ SOURCE_ID_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-source
 DESIGNATION_TYPE_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType"
 SOURCE_ID = "urn:oid:1.2.250.1.213.1.1.9.99"  # an invented sending system (demo, tests)
 FINESS_NUMBER = "750100015"  # the custodian of the PDSm examples
+CUSTODIAN_NAME = "Centre hospitalier de démonstration"
 NON_PS_SYSTEM = ("https://mos.esante.gouv.fr/NOS/TRE_A00-ProducteurDocNonPS/FHIR/"
                  "TRE-A00-ProducteurDocNonPS")
 # Authors whose documents take the TRE_A00 (non-professional) context codes.
@@ -84,20 +100,26 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any
     return {"coding": [coding | ({"display": display} if display else {})]}
 
 
-def _author(rpps: str, given: str, family: str) -> list[dict[str, Any]]:
-    """Contained author: PractitionerRole #author -> Practitioner #author-practitioner, plus
-    the custodian Organization #custodian where the author works."""
+def _author(o: DocumentOptions) -> list[dict[str, Any]]:
+    """Contained author: PractitionerRole #author (profession, savoir-faire) -> Practitioner
+    #author-practitioner, plus the custodian Organization #custodian where the author works."""
+    role: dict[str, Any] = {
+        "resourceType": "PractitionerRole", "id": "author",
+        "practitioner": {"reference": "#author-practitioner"},
+        "organization": {"reference": "#custodian"},
+        "code": [_coding(PROFESSION_SYSTEM, o.author_profession,
+                         PROFESSIONS.get(o.author_profession))]}
+    if o.author_specialty:
+        role["specialty"] = [_coding(SPECIALTY_SYSTEM, o.author_specialty)]
     return [
-        {"resourceType": "PractitionerRole", "id": "author",
-         "practitioner": {"reference": "#author-practitioner"},
-         "organization": {"reference": "#custodian"},
-         "code": [_coding(PROFESSION_SYSTEM, "10", "Médecin")]},
+        role,
         {"resourceType": "Practitioner", "id": "author-practitioner",
-         "identifier": [{"system": IDNAT_PS, "value": f"8{rpps}"}, {"system": RPPS, "value": rpps}],
-         "name": [{"family": family, "given": [given]}]},
+         "identifier": [{"system": IDNAT_PS, "value": f"8{o.author_rpps}"},
+                        {"system": RPPS, "value": o.author_rpps}],
+         "name": [{"family": o.author_family, "given": [o.author_given]}]},
         {"resourceType": "Organization", "id": "custodian",
-         "identifier": [{"system": FINESS, "value": FINESS_NUMBER}],
-         "name": "Centre hospitalier de démonstration"},
+         "identifier": [{"system": FINESS, "value": o.custodian_finess}],
+         "name": o.custodian_name},
     ]
 
 
@@ -131,6 +153,13 @@ class DocumentOptions:
     author_rpps: str = "10000000001"
     author_given: str = "Jean"
     author_family: str = "Martin"
+    author_profession: str = "10"  # TRE_G15
+    author_specialty: str | None = None  # TRE_R38 savoir-faire (SM54, SM44, ...)
+    # The author's organisation, the documents' custodian, and where the act took place.
+    custodian_finess: str = FINESS_NUMBER
+    custodian_name: str = CUSTODIAN_NAME
+    facility_type: str = "SA01"  # TRE_R02-SecteurActivite
+    practice_setting: str = "ETABLISSEMENT"  # TRE_A01-CadreExercice
     replaces: str | None = None  # "DocumentReference/<id>": relatesTo replaces
     # Literal author references (``Practitioner/<id>``) instead of the contained author;
     # all-Patient/Device authors take the TRE_A00 non-professional context codes.
@@ -140,7 +169,7 @@ class DocumentOptions:
 def _document(patient_ref: str, full_url: str, binary_url: str,
               options: DocumentOptions) -> dict[str, Any]:
     o = options
-    contained = _author(o.author_rpps, o.author_given, o.author_family)
+    contained = _author(o)
     if o.authors is not None:  # literal authors: only the custodian stays contained
         contained = [r for r in contained if r["id"] == "custodian"]
     if _non_professional(o.authors):
@@ -165,8 +194,9 @@ def _document(patient_ref: str, full_url: str, binary_url: str,
             "title": o.title, "creation": o.date}}],
         "context": {
             "period": {"start": o.period_start},
-            "facilityType": _coding(SECTOR_SYSTEM, "SA01", "Etablissement public de santé"),
-            "practiceSetting": _coding(SETTING_SYSTEM, "ETABLISSEMENT", "Etablissement de santé"),
+            "facilityType": _coding(SECTOR_SYSTEM, o.facility_type, SECTORS.get(o.facility_type)),
+            "practiceSetting": _coding(SETTING_SYSTEM, o.practice_setting,
+                                       SETTINGS.get(o.practice_setting)),
         },
     }
     if _non_professional(o.authors):
@@ -190,7 +220,8 @@ def _list(kind: str, patient_ref: str, date: str, items: list[str],
     the contained practitioner of the options."""
     own = _non_professional(options.authors)
     designation = (_coding(NON_PS_SYSTEM, "PATIENT", "Patient") if own
-                   else _coding(SECTOR_SYSTEM, "SA01", "Etablissement public de santé"))
+                   else _coding(SECTOR_SYSTEM, options.facility_type,
+                                SECTORS.get(options.facility_type)))
     lst: dict[str, Any] = {
         "resourceType": "List",
         "extension": [{"url": DESIGNATION_TYPE_URL, "valueCodeableConcept": designation}],
@@ -208,8 +239,7 @@ def _list(kind: str, patient_ref: str, date: str, items: list[str],
             patients = [a for a in options.authors if _reference_type(a) == "Patient"]
             lst["source"] = {"reference": (patients or options.authors)[0]}
         else:
-            lst["contained"] = _author(options.author_rpps, options.author_given,
-                                       options.author_family)
+            lst["contained"] = _author(options)
             lst["source"] = {"reference": "#author"}
     return lst
 

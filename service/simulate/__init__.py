@@ -1,0 +1,1 @@
+"""``carnet simulate``: synthetic professional traffic against a Carnet server."""
