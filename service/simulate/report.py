@@ -110,7 +110,10 @@ class Report:
 
     def text(self) -> str:
         summary = self.summary()
-        lines = [f"Carnet simulation against {self.url}: {summary['elapsed_seconds']:.1f} s",
+        plan = self.setup.get("plan") or {}
+        seed = f" (seed {plan['seed']})" if "seed" in plan else ""
+        lines = [f"Carnet simulation against {self.url}: {summary['elapsed_seconds']:.1f} s"
+                 + seed,
                  "", f"{'operation':<34} {'requests':>9} {'ok':>9} {'errors':>7} {'req/s':>8} "
                  f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"]
         for figures in summary["operations"].values():
