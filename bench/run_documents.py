@@ -314,7 +314,8 @@ def measure_all(args: argparse.Namespace, server: Server, info: dict[str, Any],
                 result: ConfigResult) -> None:
     phases = args.phases
     pro = info["pro_token"]  # doctor 0's token: every measured request is a professional's
-    print(f"measuring, as doctor 0 (RPPS {doctor(0).rpps}, médecin) over his "
+    who = info.get("who", f"doctor 0 (RPPS {doctor(0).rpps}, médecin)")
+    print(f"measuring, as {who} over his "
           f"{info['doctor_patients']:,} patients: wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration}s (warm-up {args.warmup}s)", flush=True)
     if "iti67" in phases:

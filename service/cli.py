@@ -87,6 +87,63 @@ def seed(demo: bool, as_json: bool) -> None:
         click.echo("demo data seeded", err=True)
 
 
+@main.command("bulk-load", help="Load a synthetic corpus in process (directories, Patients, "
+                                "ITI-65 Bundles) through the normal validation and indexing; "
+                                "re-loading a stage files nothing new.")
+@click.option("--patients", type=click.IntRange(1), required=True,
+              help="Patients to load (numbered from --first-patient).")
+@click.option("--documents-per-patient", type=click.IntRange(1), required=True,
+              help="Documents per patient (one ITI-65 Bundle each patient).")
+@click.option("--first-patient", type=click.IntRange(0), default=0, show_default=True,
+              help="Number of the first patient (grow a corpus in stages).")
+@click.option("--tasks", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Patients filed concurrently.")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Filing processes (PostgreSQL and local blobs; one core each).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="The corpus's seed (the same for every stage of one corpus).")
+@click.option("--max-bytes", type=click.IntRange(4096), default=64_000, show_default=True,
+              help="Largest generated document.")
+@click.option("--notify", is_flag=True,
+              help="Leave the documents' events to the dispatcher (default: a back-fill, "
+                   "the events are kept but marked as already fanned out).")
+def bulk_load(patients: int, documents_per_patient: int, first_patient: int, tasks: int,
+              processes: int, seed: int, max_bytes: int, notify: bool) -> None:
+    import time
+
+    from service.simulate.bulk import bulk_load as load
+
+    settings = _settings()
+    live = sys.stderr.isatty()
+    shown = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - shown[0] >= (0.5 if live else 10.0):
+            shown[0] = now
+            click.echo(("\r" if live else "") + f"{done:,} / {total:,} documents",
+                       err=True, nl=not live)
+
+    async def run() -> Any:
+        db = Database(settings.effective_database_url, pool_size=tasks + 2)
+        store = open_blob_store(settings.blob_url, settings.data_dir)
+        try:
+            await db.migrate()
+            return await load(db, store, first_patient=first_patient, patients=patients,
+                              documents_per_patient=documents_per_patient, seed=seed,
+                              tasks=tasks, max_bytes=max_bytes, progress=progress,
+                              notify=notify, processes=processes)
+        finally:
+            await db.dispose()
+            await store.close()
+
+    stats = asyncio.run(run())
+    if live:
+        click.echo(err=True)
+    click.echo(f"{stats.patients:,} patients, {stats.documents:,} documents in "
+               f"{stats.seconds:.1f} s ({stats.documents_per_second:,.0f} documents/s)")
+
+
 @main.command(help="Run the mock Pro Santé Connect identity provider on its own.")
 @click.option("--host", default=None, help="Listen address (CARNET_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (CARNET_PORT, default 8000).")

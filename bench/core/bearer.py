@@ -71,9 +71,14 @@ def doctor(k: int) -> Professional:
 
 def mint_professional_token(base_url: str, keys_dir: Path, k: int = 0) -> str:
     """Doctor ``k``'s access token (``openid scope_all``), signed with the server's keys."""
+    return mint_token_for(base_url, keys_dir, doctor(k))
+
+
+def mint_token_for(base_url: str, keys_dir: Path, professional: Professional) -> str:
+    """Any professional's access token (``openid scope_all``), e.g. one of the directory's."""
     from auth.idp.claims import mint_access_token, professional_claims
 
-    return mint_access_token(_config(base_url, keys_dir), professional_claims(doctor(k)),
+    return mint_access_token(_config(base_url, keys_dir), professional_claims(professional),
                              PRO_CLIENT_ID, PRO_SCOPE, lifetime=LIFETIME_SECONDS).token
 
 

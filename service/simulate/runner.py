@@ -228,8 +228,9 @@ async def _cast(plan: Plan, http: httpx.AsyncClient, provider: Provider,
                 for entry in found.json().get("entry") or []
                 if (identity := corpus.identity_from_patient(entry["resource"])) is not None]
     if not patients:
-        raise SetupError("no patient with an INS to file for: seed some first "
-                         "(carnet seed --demo, or your own)")
+        raise SetupError("no patient with an INS to file for: seed some first (carnet seed "
+                         "--demo, or carnet bulk-load --patients N --documents-per-patient 1 "
+                         "on the server's machine)")
     cast = Cast(professionals, patients)
     if plan.patient_reads:
         by_nir = {identity.nir: patient_id for patient_id, identity in patients}
