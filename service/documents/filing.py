@@ -263,7 +263,7 @@ class Filing:
         self.patients: dict[str, str] = {}
         self.filed: list[FiledDocument] = []
         # What the patient (and their apps) will be told once the filing commits.
-        self.notices: list[tuple[str, str, bool, list[str]]] = []
+        self.notices: list[events.FiledNotice] = []
 
     async def check(self, document: dict[str, Any]) -> None:
         """Every rule for a DocumentReference just stored; supersedes what it replaces."""
@@ -288,8 +288,9 @@ class Filing:
         replaced = [reference.rpartition("/")[2] for r in document.get("relatesTo") or []
                     if r.get("code") == REPLACES
                     and isinstance(reference := (r.get("target") or {}).get("reference"), str)]
-        self.notices.append((patient_id, document["id"],
-                             labels_of(document).hidden_from_patient, replaced))
+        self.notices.append(events.FiledNotice(patient_id, document["id"],
+                                               labels_of(document).hidden_from_patient,
+                                               replaced))
 
     async def register(self, submission_response: bytes | None = None) -> None:
         """Record what was filed (and the submission's response, to answer a re-send)."""
@@ -298,11 +299,8 @@ class Filing:
         await registry.register_documents(self.conn, [
             replace(filed, submission_pk=pk) for filed in self.filed])
         now = now_micros()
-        by_patient = isinstance(self.filed_by, Patient)
-        for patient_id, document_id, hidden, replaced in self.notices:
-            await events.document_filed(self.conn, patient_id, document_id,
-                                        hidden_from_patient=hidden, by_patient=by_patient,
-                                        replaces=replaced, now=now)
+        await events.documents_filed(self.conn, self.notices,
+                                     by_patient=isinstance(self.filed_by, Patient), now=now)
 
     def _binary_ids(self, document: dict[str, Any]) -> list[str]:
         return [binary_id for item in document.get("content") or []

@@ -6,6 +6,9 @@ outbox, so no channel can leak them by mistake.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import outbox
@@ -16,15 +19,28 @@ EMERGENCY_ACCESS = "emergency-access"  # break-the-glass or SAMU opened the reco
 TOPICS = (DOCUMENT, MESSAGE, EMERGENCY_ACCESS)
 
 
-async def document_filed(conn: AsyncConnection, patient_id: str, document_id: str, *,
-                         hidden_from_patient: bool, by_patient: bool, replaces: list[str],
-                         now: int) -> int:
-    """A document labelled INVISIBLE_PATIENT tells the patient's side nothing yet (only
-    operators' apps hear of it; ``document_visible`` follows the label's end). One the
-    patient filed themselves gets them no inbox notice or e-mail (their apps still hear)."""
-    return await outbox.add_event(conn, DOCUMENT, patient_id, {
-        "document": document_id, "replaces": replaces,
-        "patient_facing": not hidden_from_patient, "by_patient": by_patient}, now)
+@dataclass(frozen=True)
+class FiledNotice:
+    """A document a submission filed, as its event tells it (ids only)."""
+
+    patient_id: str
+    document_id: str
+    hidden_from_patient: bool
+    replaces: list[str]
+
+
+async def documents_filed(conn: AsyncConnection, filed: Sequence[FiledNotice], *,
+                          by_patient: bool, now: int) -> list[int]:
+    """One event per document of a submission, in one statement. A document labelled
+    INVISIBLE_PATIENT tells the patient's side nothing yet (only operators' apps hear of it;
+    ``document_visible`` follows the label's end). One the patient filed themselves gets
+    them no inbox notice or e-mail (their apps still hear)."""
+    return await outbox.add_events(conn, [
+        (DOCUMENT, notice.patient_id, {"document": notice.document_id,
+                                       "replaces": notice.replaces,
+                                       "patient_facing": not notice.hidden_from_patient,
+                                       "by_patient": by_patient})
+        for notice in filed], now)
 
 
 async def document_visible(conn: AsyncConnection, patient_id: str, document_id: str,
