@@ -40,8 +40,8 @@ from core.database import count_created, create_database
 from core.load import load
 from core.main import add_common_options, guarded_run, publish
 from core.report import section
-from core.server import Server, log_problems, start_carnet, start_floor
-from core.wrk import ConfigResult, Measure, measure, write_floor_paths
+from core.server import Server, log_problems, start_carnet
+from core.wrk import ConfigResult, Measure, measure, measure_http_floor
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -133,14 +133,7 @@ def run(args: argparse.Namespace) -> list[ConfigResult]:
     floors: dict[int, Measure] = {}
     if "floor" in args.phases:
         for workers in sorted({c.workers for c in args.configs}):
-            print(f"HTTP floor: bench/floor_app.py under uvicorn --workers {workers}", flush=True)
-            floor = start_floor(workers)
-            try:
-                floors[workers] = measure(args, floor, "floor", "get_cycle.lua",
-                                          [str(write_floor_paths()), str(args.threads)],
-                                          "GET /floor, fixed bytes")
-            finally:
-                floor.stop()
+            floors[workers] = measure_http_floor(args, workers)
     for r in results:
         r.floor = floors.get(r.config.workers)
 

@@ -51,8 +51,8 @@ from core.ins import PATIENTS_PER_DOCTOR, ins_patient, seed_insi
 from core.load import post_bundles, post_resources
 from core.main import add_common_options, guarded_run, publish
 from core.report import measure_notes, ratio, verdict
-from core.server import CARNET_DATA, Server, log_problems, start_carnet, start_floor
-from core.wrk import ConfigResult, Measure, measure, write_floor_paths
+from core.server import CARNET_DATA, Server, log_problems, start_carnet
+from core.wrk import ConfigResult, Measure, measure, measure_http_floor
 
 ITI65_RATE_TARGET = 400.0  # Bundles/s
 ITI65_P99_TARGET_MS = 100.0
@@ -426,15 +426,7 @@ def run(args: argparse.Namespace) -> tuple[ConfigResult, dict[str, Any]]:
     config = Config(args.workers, args.pool_size)
     result = ConfigResult(config)
     if "floor" in args.phases:
-        print(f"HTTP floor: bench/floor_app.py under uvicorn --workers {args.workers}",
-              flush=True)
-        floor = start_floor(args.workers)
-        try:
-            result.floor = measure(args, floor, "floor", "get_cycle.lua",
-                                   [str(write_floor_paths()), str(args.threads)],
-                                   "GET /floor, fixed bytes")
-        finally:
-            floor.stop()
+        result.floor = measure_http_floor(args, args.workers)
     db_url = create_database(args)
     print(f"starting carnet serve ({config.label()}) on database {args.db_name}", flush=True)
     server = start_carnet(args, config, db_url)

@@ -54,8 +54,8 @@ from core.database import admin, create_database, database_size, machine_facts, 
 from core.dbfloor import db_floor
 from core.main import add_common_options, guarded_run, publish
 from core.report import measure_notes, ratio, verdict
-from core.server import CARNET_DATA, Server, log_problems, start_carnet, start_floor
-from core.wrk import ConfigResult, Measure, measure, write_floor_paths
+from core.server import CARNET_DATA, Server, log_problems, start_carnet
+from core.wrk import ConfigResult, Measure, measure, measure_http_floor
 
 ITI65_RATE_TARGET = 400.0  # Bundles/s
 ITI67_P99_TARGET_MS = 25.0
@@ -470,15 +470,7 @@ def run(args: argparse.Namespace) -> National:
     result = national.result
     phases = args.phases
     if "floor" in phases:
-        print(f"HTTP floor: bench/floor_app.py under uvicorn --workers {args.workers}",
-              flush=True)
-        floor = start_floor(args.workers)
-        try:
-            result.floor = measure(args, floor, "floor", "get_cycle.lua",
-                                   [str(write_floor_paths()), str(args.threads)],
-                                   "GET /floor, fixed bytes")
-        finally:
-            floor.stop()
+        result.floor = measure_http_floor(args, args.workers)
     db_url = create_database(args)
     shutil.rmtree(blob_dir(args), ignore_errors=True)  # a fresh database, fresh blobs
     blob_dir(args).mkdir(parents=True)

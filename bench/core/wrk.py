@@ -20,7 +20,7 @@ from typing import Any
 
 from . import WORK, WRK_DIR, BenchError, Config
 from .cpu import CpuUse, children_cpu, cpu_snapshot, cpu_use
-from .server import Server, connection_spread
+from .server import Server, connection_spread, start_floor
 
 TOKEN_ENV = "CARNET_BENCH_TOKEN"  # read by bench/wrk/lib.lua's authorize()
 
@@ -167,3 +167,13 @@ def write_floor_paths() -> Path:
     path.write_text("/floor\n")
     return path
 
+
+def measure_http_floor(args: argparse.Namespace, workers: int) -> Measure:
+    """The HTTP floor: bench/floor_app.py's fixed bytes under uvicorn with ``workers``."""
+    print(f"HTTP floor: bench/floor_app.py under uvicorn --workers {workers}", flush=True)
+    floor = start_floor(workers)
+    try:
+        return measure(args, floor, "floor", "get_cycle.lua",
+                       [str(write_floor_paths()), str(args.threads)], "GET /floor, fixed bytes")
+    finally:
+        floor.stop()
