@@ -25,7 +25,7 @@ from service.fhir.routes import router as fhir_router
 from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
 from service.notify.routes import router as notify_router
-from service.portal.install import install_portal, start_portal, stop_portal
+from service.portal.install import install_portal, running_portal
 from service.settings import Settings
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -40,15 +40,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if database is not None:
             app.state.database = database
-            await start_portal(app, settings, database)
-            async with audit_writer(app, database), dispatcher(app, settings, database):
+            async with (running_portal(app, settings, database), audit_writer(app, database),
+                        dispatcher(app, settings, database)):
                 yield
-            await stop_portal(app)
             return
         own = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         await own.migrate()
         app.state.database = own
-        await start_portal(app, settings, own)
         # The ~100,000 objects alive after start-up (models, SQL caches) never die;
         # freezing them spares every full collection a 55-100 ms walk over them.
         gc.collect()
@@ -57,14 +55,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             own, app.state.blob_store, settings.blob_gc_grace, settings.blob_gc_interval))
             if settings.blob_gc_interval else None)
         try:
-            async with audit_writer(app, own), dispatcher(app, settings, own):
+            async with (running_portal(app, settings, own), audit_writer(app, own),
+                        dispatcher(app, settings, own)):
                 yield
         finally:
             if sweeper is not None:
                 sweeper.cancel()
             await own.dispose()
             await app.state.issuer_client.aclose()
-            await stop_portal(app)
             await app.state.blob_store.close()
 
     app = FastAPI(title="Carnet", version=SOFTWARE_VERSION, lifespan=lifespan,

@@ -6,6 +6,8 @@ are pages a patient reads. What the API refused is shown with the API's reason.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -57,14 +59,17 @@ def install_portal(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(Refusal, api_refused)
 
 
-async def start_portal(app: FastAPI, settings: Settings, database: Database) -> None:
-    """Register the portal as a client in the database the embedded provider (or a
-    ``carnet idp`` sharing it) reads; any other issuer registers it on its own side."""
+@asynccontextmanager
+async def running_portal(app: FastAPI, settings: Settings,
+                         database: Database) -> AsyncIterator[None]:
+    """At start, register the portal as a client in the database the embedded provider (or
+    a ``carnet idp`` sharing it) reads (any other issuer registers it on its own side); at
+    stop, close its in-process API client."""
     if settings.portal_enabled:
         await register_client(database, settings)
-
-
-async def stop_portal(app: FastAPI) -> None:
-    client: httpx.AsyncClient | None = getattr(app.state, "portal_api", None)
-    if client is not None:
-        await client.aclose()
+    try:
+        yield
+    finally:
+        client: httpx.AsyncClient | None = getattr(app.state, "portal_api", None)
+        if client is not None:
+            await client.aclose()
