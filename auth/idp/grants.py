@@ -8,8 +8,6 @@ for stolen refresh tokens).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import secrets
 import time
@@ -26,6 +24,7 @@ from auth.idp.claims import (
     subject_claims,
 )
 from auth.idp.config import IdpConfig
+from auth.pkce import s256_challenge
 from auth.scopes import ScopeError, ScopeSet
 from storage import oauth
 from storage.oauth import Grant, OAuthClient
@@ -61,9 +60,8 @@ async def authenticate_client(conn: AsyncConnection, client_id: str | None,
 
 
 def _pkce_matches(verifier: str, challenge: str) -> bool:
-    digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
-    computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    return 43 <= len(verifier) <= 128 and hmac.compare_digest(computed, challenge)
+    return 43 <= len(verifier) <= 128 and hmac.compare_digest(s256_challenge(verifier),
+                                                              challenge)
 
 
 async def _user_tokens(conn: AsyncConnection, config: IdpConfig, client: OAuthClient,

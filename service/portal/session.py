@@ -11,9 +11,7 @@ by a new one at login so that a key planted before login opens nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import hmac
 import secrets
 import time
@@ -23,6 +21,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from auth import pkce
 from auth.bearer import Authenticator
 from auth.principal import Patient
 from auth.tokens import InvalidToken
@@ -80,11 +79,6 @@ def redirect_uri(settings: Settings) -> str:
     return f"{settings.portal_url}/callback"
 
 
-def _pkce_challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 @dataclass(frozen=True)
 class Login:
     """A started login: the cookie to set and where to send the browser."""
@@ -121,8 +115,8 @@ class PortalAuth:
         self._api = api        # Carnet's own FHIR API, in-process
 
     async def begin_login(self) -> Login:
-        key, state, verifier = (secrets.token_urlsafe(32), secrets.token_urlsafe(24),
-                                secrets.token_urlsafe(64))
+        key, state = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        verifier, challenge = pkce.new_pair()
         now = _micros()
         async with self._db.write() as conn:
             await portal.purge_expired(conn, now)
@@ -131,7 +125,7 @@ class PortalAuth:
                                expires_at=now + LOGIN_SECONDS * 1_000_000)
         query = {"response_type": "code", "client_id": CLIENT_ID,
                  "redirect_uri": redirect_uri(self._settings), "scope": SCOPE, "state": state,
-                 "code_challenge": _pkce_challenge(verifier), "code_challenge_method": "S256"}
+                 "code_challenge": challenge, "code_challenge_method": "S256"}
         return Login(key, f"{self._settings.effective_issuer}/authorize?{urlencode(query)}",
                      LOGIN_SECONDS)
 

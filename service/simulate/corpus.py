@@ -29,6 +29,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from fhir_profiles.clinical import luhn_valid
 from fhir_profiles.ins import INS_SLICES, InsTraits, find_ins, nir_key, patient_with_ins, traits_of
 from service.documents.samples import IDNAT_PS, PROFESSIONS, document_bundle
 from storage import directory as national
@@ -50,14 +51,9 @@ SIZE_SIGMA = 1.3  # spread (log scale) of the content sizes around a kind's medi
 
 
 def luhn_digit(payload: str) -> str:
-    """The Luhn key of ``payload`` (RPPS and FINESS numbers end with theirs)."""
-    total = 0
-    for position, char in enumerate(reversed(payload)):
-        digit = int(char)
-        if position % 2 == 0:  # doubled: every other digit, starting next to the key
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return str(-total % 10)
+    """The Luhn key of ``payload`` (RPPS and FINESS numbers end with theirs): the one digit
+    that makes the whole pass the check the clinical codes use."""
+    return next(digit for digit in "0123456789" if luhn_valid(payload + digit))
 
 
 # ----------------------------------------------------------------------------- names and places

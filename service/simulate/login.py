@@ -8,8 +8,6 @@ page offers: the mock directories (RPPS, INSi) of the deployment under test.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,6 +16,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+
+from auth import pkce
 
 PROFESSIONAL_SCOPE = "openid offline_access scope_all"
 PATIENT_SCOPE = "openid offline_access patient/*.rs"
@@ -41,12 +41,6 @@ class _LoginForms(HTMLParser):
             self.forms.append({})
         elif tag == "input" and self.forms and values.get("name"):
             self.forms[-1].setdefault(values["name"] or "", values.get("value") or "")
-
-
-def pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ class Provider:
 
     async def subjects(self) -> list[str]:
         """Everyone the login page offers (``ps:<RPPS>``, ``ins:<NIR>``)."""
-        _, challenge = pkce_pair()
+        _, challenge = pkce.new_pair()
         page = await self._http.get(f"{self._issuer}/authorize",
                                     params=self._authorize_params(PROFESSIONAL_SCOPE, challenge))
         if page.status_code != 200:
@@ -102,7 +96,7 @@ class Provider:
         return [form["subject"] for form in parser.forms if form.get("subject")]
 
     async def log_in(self, subject: str, scope: str) -> Token:
-        verifier, challenge = pkce_pair()
+        verifier, challenge = pkce.new_pair()
         params = self._authorize_params(scope, challenge)
         page = await self._http.get(f"{self._issuer}/authorize", params=params)
         parser = _LoginForms()
