@@ -104,8 +104,8 @@ class Provider:
         form = next((f for f in parser.forms if f.get("subject") == subject), None)
         if form is None:
             raise LoginError(f"the provider offers no login as {subject}")
-        chosen = await self._http.post(f"{self._issuer}/authorize", data=form,
-                                       cookies=page.cookies)
+        # The page's CSRF cookie rides in the client's jar (per-request cookies are deprecated).
+        chosen = await self._http.post(f"{self._issuer}/authorize", data=form)
         location = chosen.headers.get("location", "")
         code = parse_qs(urlsplit(location).query).get("code")
         if chosen.status_code != 303 or not code:
@@ -121,9 +121,10 @@ class Provider:
             return token
         answer = await self._token({"grant_type": "refresh_token",
                                     "refresh_token": token.refresh})
-        renewed = await self._token_of(token.subject, answer)
-        token.access, token.refresh, token.expires_at = (renewed.access, renewed.refresh,
-                                                         renewed.expires_at)
+        # Same user, same claims: no second userinfo call.
+        token.access = str(answer["access_token"])
+        token.refresh = answer.get("refresh_token") or token.refresh
+        token.expires_at = _expiry(answer)
         return token
 
     async def _token(self, form: dict[str, str]) -> dict[str, Any]:
@@ -143,5 +144,8 @@ class Provider:
         info = await self._http.get(f"{self._issuer}/userinfo",
                                     headers={"Authorization": f"Bearer {access}"})
         claims: dict[str, Any] = info.json() if info.status_code == 200 else {}
-        return Token(subject, access, answer.get("refresh_token"),
-                     time.monotonic() + float(answer.get("expires_in") or 300), claims)
+        return Token(subject, access, answer.get("refresh_token"), _expiry(answer), claims)
+
+
+def _expiry(answer: dict[str, Any]) -> float:
+    return time.monotonic() + float(answer.get("expires_in") or 300)
