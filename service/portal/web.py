@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Request
@@ -188,11 +188,21 @@ def origin(url: str) -> str:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise CsrfRefused
-    form = await request.form()
-    return {key: value for key, value in form.items() if isinstance(value, str)}
+    """A page's small form, read no further than MAX_FORM_BYTES (a larger body is not one
+    of the portal's forms: refused as such, before it is held whole)."""
+    try:
+        body = await read_body(request, MAX_FORM_BYTES)
+    except PayloadTooLarge:
+        raise CsrfRefused from None
+    media, _ = parse_options_header(request.headers.get("content-type"))
+    if media == b"multipart/form-data":
+        parsed = await _multipart(request, body)
+        await parsed.close()
+        return {key: value for key, value in parsed.items() if isinstance(value, str)}
+    try:
+        return dict(parse_qsl(body.decode(), keep_blank_values=True))
+    except UnicodeDecodeError:
+        raise CsrfRefused from None
 
 
 def render(request: Request, template: str, *, status_code: int = 200,

@@ -74,6 +74,22 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused(
     assert foreign.status_code == 403
 
 
+async def test_an_oversized_form_is_refused_before_it_is_read_whole(
+        portal: PortalBrowser, record: Record, anonymous: httpx.AsyncClient,
+        tokens: Tokens) -> None:
+    doc_id = record.documents["lab"]
+    padded = await portal.submit(f"/documents/{doc_id}/masquage",
+                                 {"masquer": "oui", "pad": "x" * 70_000})
+    assert padded.status_code == 403
+    colleague = as_professional(tokens, AUTHORISED)  # the document was not masked
+    assert (await anonymous.get(f"/fhir/DocumentReference/{doc_id}",
+                                headers=colleague)).status_code == 200
+    multipart = await portal.http.post(f"/portal/documents/{doc_id}/masquage",
+                                       data={"csrf": portal.csrf, "masquer": "oui"},
+                                       files={"x": ("x.txt", b"x")})
+    assert multipart.status_code == 303  # a small multipart form is read as well
+
+
 async def test_pages_need_a_login(portal_http: httpx.AsyncClient) -> None:
     answer = await portal_http.get("/portal/documents")
     assert answer.status_code == 303
