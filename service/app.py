@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from auth.bearer import Authenticator
 from auth.idp.config import IdpConfig
@@ -25,6 +23,9 @@ from service.fhir.routes import router as fhir_router
 from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
 from service.notify.routes import router as notify_router
+from service.ops.logs import configure_logging
+from service.ops.observe import ObservedRequests
+from service.ops.routes import router as ops_router
 from service.portal.install import install_portal, running_portal
 from service.settings import Settings
 from storage.blobs import open_blob_store
@@ -34,7 +35,7 @@ from storage.db import Database
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     """Build the app; a ``database`` passed in (tests) is used as is and not disposed."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         app.state.database = database
     app.state.blob_store = open_blob_store(settings.blob_url, settings.data_dir)
     install_error_handlers(app)
+    app.add_middleware(ObservedRequests)
+    app.include_router(ops_router)
     app.include_router(fhir_router)
     app.include_router(notify_router)
     if settings.portal_enabled:
@@ -89,10 +92,6 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.token_verifier = token_verifier(settings, app.state.issuer_client)
     app.state.authenticator = Authenticator(app.state.token_verifier,
                                             ttl=settings.token_cache_seconds)
-
-    @app.get("/health", tags=["operations"], summary="liveness")
-    async def health() -> ORJSONResponse:
-        return ORJSONResponse({"status": "ok"})
 
     return app
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import shutil
 import sys
-from collections.abc import Coroutine
+import tempfile
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import click
@@ -17,6 +20,9 @@ from pydantic import ValidationError
 from auth.keys import KeyStore
 from service import mint
 from service.mint import lookup
+from service.ops.logs import configure_logging
+from service.ops.metrics import MULTIPROCESS_DIR_VARIABLE
+from service.ops.observe import ObservedRequests
 from service.settings import Settings
 from storage.blobs import open_blob_store
 from storage.db import Database
@@ -26,7 +32,14 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from exc
+        raise click.ClickException(configuration_errors(exc)) from exc
+
+
+def configuration_errors(exc: ValidationError) -> str:
+    """One line per bad variable, by its environment name; values are never echoed."""
+    lines = [f"  CARNET_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
+             for error in exc.errors(include_input=False)]
+    return "invalid configuration (see the README's Configuration table):\n" + "\n".join(lines)
 
 
 async def _prepare(settings: Settings, demo: bool) -> dict[str, object] | None:
@@ -60,14 +73,33 @@ def serve(demo: bool, host: str | None, port: int | None, workers: int) -> None:
     if port:
         os.environ["CARNET_PORT"] = str(port)
     settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(_prepare(settings, demo))
     click.echo(f"Carnet FHIR API on {settings.local_url}/fhir "
                f"(database: {settings.effective_database_url.split('://')[0]})", err=True)
-    # Live streams (Server-Sent Events) never end by themselves: a stop waits 5 s for the
-    # requests in flight, then closes them.
-    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_level=settings.log_level, access_log=False,
-                timeout_graceful_shutdown=5)
+    with shared_metrics(workers):
+        # Live streams (Server-Sent Events) never end by themselves: a stop waits 5 s for
+        # the requests in flight, then closes them. Access lines come from Carnet's own
+        # middleware (route templates, never paths that may carry an INS).
+        uvicorn.run("service.app:create_app", factory=True, host=settings.host,
+                    port=settings.port, workers=workers, log_level=settings.log_level,
+                    log_config=None, access_log=False, timeout_graceful_shutdown=5)
+
+
+@contextlib.contextmanager
+def shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers count into files of one directory, so that whichever worker
+    answers ``/metrics`` answers for all (prometheus_client's multiprocess mode)."""
+    if workers <= 1 or os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="carnet-metrics-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR_VARIABLE]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @main.command(help="Create or upgrade the database schema.")
@@ -156,10 +188,14 @@ def idp(host: str | None, port: int | None) -> None:
     if port:
         os.environ["CARNET_PORT"] = str(port)
     settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
     config = idp_config(settings, KeyStore(settings.effective_keys_dir))
     click.echo(f"mock Pro Santé Connect: issuer {config.issuer}", err=True)
-    uvicorn.run(standalone_app(config, settings.effective_database_url), host=settings.host,
-                port=settings.port, log_level=settings.log_level, access_log=False)
+    app = standalone_app(config, settings.effective_database_url)
+    app.add_middleware(ObservedRequests)  # request ids and access lines, as for the API
+    uvicorn.run(app, host=settings.host,
+                port=settings.port, log_level=settings.log_level, log_config=None,
+                access_log=False)
 
 
 @main.group(help="The identity provider's signing keys.")
@@ -264,13 +300,10 @@ def audit_verify() -> None:
                    "set CARNET_DISPATCHER_ENABLED=false on the API processes then).")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 def dispatcher(once: bool) -> None:
-    import logging
-
     from service.notify.channels import build_dispatcher
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> int:
         db = Database(settings.effective_database_url, pool_size=4)

@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
+from service.ops.observe import request_id_of, route_of
 from storage.errors import (
     BlobStoreUnavailable,
     BlobTooLarge,
@@ -187,9 +188,10 @@ def install_error_handlers(app: FastAPI) -> None:
             [Issue("the client disconnected before sending the whole request", "incomplete")]))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unexpected error %s on %s %s", incident, request.method,
-                      request.url.path, exc_info=exc)
+        # The incident is the request's id: the one the access log and the caller have.
+        incident = request_id_of(request.scope) or uuid.uuid4().hex
+        log.error("unexpected error on %s %s", request.method, route_of(request.scope),
+                  exc_info=exc, extra={"fields": {"request_id": incident}})
         return outcome_response(500, operation_outcome(
             [Issue(f"internal error (incident {incident})", "exception", "fatal")]))
 

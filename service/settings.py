@@ -70,12 +70,25 @@ class Settings(BaseSettings):
                     "e.g. [\"ops-tool\"].")
     db_pool_size: int = Field(default=20, ge=1, le=500)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line (request id, route, "
+                                    "status, duration; never a name, an INS or a content); "
+                                    "text: for a terminal.")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, GET /metrics requires 'Authorization: Bearer "
+                                  "<this token>'; unset, the metrics are public (they hold "
+                                  "counts, routes and statuses, no health data).")
     issuer_url: str | None = Field(
         default=None,
         description="OIDC issuer whose tokens the FHIR API accepts; default: the embedded "
                     "mock Pro Santé Connect at <public URL>/idp.")
+    issuer_internal_url: str | None = Field(
+        default=None,
+        description="Where this service itself reaches the issuer (token, revocation, JWKS) "
+                    "when that differs from the issuer URL browsers and tokens use (e.g. "
+                    "http://idp:8000/idp inside a container network); default: the issuer URL.")
     jwks_url: str | None = Field(default=None, description="Where the issuer publishes its "
-                                 "keys; default: <issuer>/jwks.")
+                                 "keys; default: <issuer (internal) URL>/jwks.")
     idp_enabled: bool = Field(default=True, description="Mount the mock identity provider "
                               "at /idp.")
     token_audience: str = Field(default="carnet", min_length=1,
@@ -149,7 +162,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an e-mail address, e.g. Carnet <no-reply@carnet.example.fr>")
         return sender
 
-    @field_validator("public_url", "issuer_url", "jwks_url")
+    @field_validator("public_url", "issuer_url", "issuer_internal_url", "jwks_url")
     @classmethod
     def _no_trailing_slash(cls, url: str | None) -> str | None:
         if url and not url.startswith(("http://", "https://")):
@@ -174,8 +187,13 @@ class Settings(BaseSettings):
         return self.issuer_url or self.embedded_issuer
 
     @property
+    def issuer_backchannel(self) -> str:
+        """The issuer's base URL for this service's own calls (token, revocation, JWKS)."""
+        return self.issuer_internal_url or self.effective_issuer
+
+    @property
     def effective_jwks_url(self) -> str:
-        return self.jwks_url or f"{self.effective_issuer}/jwks"
+        return self.jwks_url or f"{self.issuer_backchannel}/jwks"
 
     @property
     def issuer_is_embedded(self) -> bool:

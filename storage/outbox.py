@@ -262,6 +262,32 @@ async def backlog(conn: AsyncConnection) -> dict[str, int]:
     return counts
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What still waits, counted over the due-work indexes only (cheap at any size)."""
+
+    events_waiting: int
+    deliveries_pending: int
+    deliveries_failed: int
+    oldest_waiting_at: int | None  # created_at (epoch microseconds) of the oldest waiting work
+
+
+async def waiting_work(conn: AsyncConnection) -> Backlog:
+    waiting_events = (await conn.execute(
+        select(func.count(), func.min(OUTBOX.c.created_at))
+        .where(OUTBOX.c.fanned_out == False))).one()  # noqa: E712
+    by_status = dict((await conn.execute(
+        select(DELIVERIES.c.status, func.count())
+        .where(DELIVERIES.c.status.in_([Status.PENDING, Status.FAILED]))
+        .group_by(DELIVERIES.c.status))).all())
+    oldest_pending = (await conn.execute(
+        select(func.min(DELIVERIES.c.created_at))
+        .where(DELIVERIES.c.status == Status.PENDING))).scalar_one()
+    oldest = [t for t in (waiting_events[1], oldest_pending) if t is not None]
+    return Backlog(waiting_events[0], by_status.get(Status.PENDING, 0),
+                   by_status.get(Status.FAILED, 0), min(oldest) if oldest else None)
+
+
 async def attempts_of(conn: AsyncConnection, delivery_pk: int) -> list[tuple[int, bool,
                                                                              str | None]]:
     rows = (await conn.execute(select(ATTEMPTS.c.attempted_at, ATTEMPTS.c.ok, ATTEMPTS.c.error)

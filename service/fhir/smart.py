@@ -14,7 +14,7 @@ async def smart_configuration(settings: SettingsDep) -> JSONResponse:
     issuer = settings.effective_issuer
     return JSONResponse({
         "issuer": issuer,
-        "jwks_uri": settings.effective_jwks_url,
+        "jwks_uri": settings.jwks_url or f"{issuer}/jwks",  # the public one, not ours
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
         "revocation_endpoint": f"{issuer}/revoke",

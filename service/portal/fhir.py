@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import orjson
 
+from service.ops.logs import REQUEST_ID
+from service.ops.observe import REQUEST_ID_HEADER
 from service.portal.errors import api_refusal
 
 FHIR_JSON = "application/fhir+json"
@@ -45,6 +47,9 @@ class PortalFhir:
                     body: Any = None, content_type: str = FHIR_JSON,
                     headers: dict[str, str] | None = None) -> httpx.Response:
         sent_headers = {**self._headers, **(headers or {})}
+        request_id = REQUEST_ID.get()
+        if request_id:  # the page's own id: its API calls log under it
+            sent_headers[REQUEST_ID_HEADER] = request_id
         content = None
         if body is not None:
             content = orjson.dumps(body)

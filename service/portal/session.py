@@ -256,7 +256,7 @@ class PortalAuth:
         auth = ((CLIENT_ID, secret.get_secret_value()) if secret is not None
                 else httpx.USE_CLIENT_DEFAULT)
         try:
-            return await self._issuer.post(f"{self._settings.effective_issuer}/{endpoint}",
+            return await self._issuer.post(f"{self._settings.issuer_backchannel}/{endpoint}",
                                            data=data, auth=auth)
         except httpx.HTTPError as exc:
             raise IssuerUnavailable(str(exc)) from exc

@@ -14,8 +14,9 @@ from jose import jwt
 
 from auth.keys import KeyStore
 from fhir_profiles.ins import nir_problem
-from service.cli import main
+from service.cli import main, shared_metrics
 from service.demo import DOCUMENTS
+from service.ops.metrics import MULTIPROCESS_DIR_VARIABLE
 
 
 def test_help_lists_the_sub_commands() -> None:
@@ -112,9 +113,23 @@ def test_keys_rotate_adds_a_signing_key_and_keeps_the_old_one_published(tmp_path
 
 
 def test_bad_configuration_is_reported_clearly(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["migrate"], env={"CARNET_DATABASE_URL": "mysql://x/y"})
+    result = CliRunner().invoke(main, ["migrate"], env={
+        "CARNET_DATABASE_URL": "mysql://root:hunter2@x/y", "CARNET_LOG_FORMAT": "xml"})
     assert result.exit_code != 0
-    assert "unsupported database URL scheme" in result.output
+    assert "CARNET_DATABASE_URL: Value error, unsupported database URL scheme" in result.output
+    assert "CARNET_LOG_FORMAT: Input should be 'json' or 'text'" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_several_workers_share_one_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROCESS_DIR_VARIABLE, raising=False)
+    with shared_metrics(workers=1):
+        assert MULTIPROCESS_DIR_VARIABLE not in os.environ
+    with shared_metrics(workers=3):
+        directory = Path(os.environ[MULTIPROCESS_DIR_VARIABLE])
+        assert directory.is_dir()
+    assert MULTIPROCESS_DIR_VARIABLE not in os.environ
+    assert not directory.exists()
 
 
 @pytest.mark.parametrize("module", ["service.cli"])

@@ -36,6 +36,8 @@ def test_database_urls_select_an_async_driver(given: str, expected: str,
     ("CARNET_PORT", "99999"),
     ("CARNET_MAX_PAGE_SIZE", "0"),
     ("CARNET_LOG_LEVEL", "chatty"),
+    ("CARNET_LOG_FORMAT", "xml"),
+    ("CARNET_ISSUER_INTERNAL_URL", "idp:8000/idp"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(variable: str, value: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,3 +134,16 @@ def test_a_bad_setting_is_named_without_echoing_its_value() -> None:
         Settings(smtp_url="smtpx://mailer:s3cret-pass@mail.example:25")
     assert "smtp_url" in str(refused.value)
     assert "s3cret-pass" not in str(refused.value)
+
+
+def test_the_issuer_back_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Browsers and the tokens' iss use the public issuer; the service's own calls may go
+    through the container network."""
+    monkeypatch.setenv("CARNET_ISSUER_URL", "http://localhost:8001/idp")
+    assert Settings().issuer_backchannel == "http://localhost:8001/idp"
+    assert Settings().effective_jwks_url == "http://localhost:8001/idp/jwks"
+    monkeypatch.setenv("CARNET_ISSUER_INTERNAL_URL", "http://idp:8000/idp/")
+    settings = Settings()
+    assert settings.effective_issuer == "http://localhost:8001/idp"
+    assert settings.issuer_backchannel == "http://idp:8000/idp"
+    assert settings.effective_jwks_url == "http://idp:8000/idp/jwks"

@@ -1,0 +1,1 @@
+"""Operating Carnet: request ids, JSON logs, Prometheus metrics, liveness and readiness."""
