@@ -7,9 +7,10 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import click
@@ -313,7 +314,7 @@ def dispatcher(once: bool) -> None:
             if once:
                 return await running.run_once()
             await running.start()
-            await asyncio.Event().wait()  # until interrupted
+            await stopped_by_signal(lambda: click.echo("outbox dispatcher running", err=True))
             return 0
         finally:
             await running.stop()
@@ -328,6 +329,22 @@ def dispatcher(once: bool) -> None:
         return
     if once:
         click.echo(f"{attempted} delivery attempt(s)", err=True)
+
+
+async def stopped_by_signal(listening: Callable[[], None]) -> None:
+    """Until SIGTERM (a container's stop, systemd) or SIGINT: the caller then stops
+    cleanly, its deliveries in hand finished or left to their lease. ``listening`` is
+    called once the handlers are in place."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    listening()
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 @main.group(help="The notification outbox: what waits, what failed.")
