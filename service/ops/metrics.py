@@ -69,7 +69,7 @@ def exposition(backlog: Backlog, now_micros: int) -> bytes:
     """The text format: this process's (or all workers') metrics, then the backlog."""
     if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
         counted = CollectorRegistry()
-        multiprocess.MultiProcessCollector(counted)
+        multiprocess.MultiProcessCollector(counted)  # type: ignore[no-untyped-call]
     else:
         counted = REGISTRY
     snapshot = CollectorRegistry(auto_describe=False)
