@@ -10,7 +10,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from service.portal.session import COOKIE
+from auth.bearer import Authenticator
+from service.app import token_verifier
+from service.portal.session import COOKIE, PortalAuth
 from service.settings import Settings
 from storage import directory
 from storage.db import Database
@@ -175,3 +177,29 @@ async def test_login_starts_on_the_address_the_provider_returns_to(
     assert moved.status_code == 307
     assert moved.headers["location"] == "http://127.0.0.1:8000/portal/connexion"
     assert "set-cookie" not in moved.headers
+
+
+async def test_the_browser_goes_to_the_public_issuer_the_portal_calls_the_internal_one(
+        settings: Settings, database: Database) -> None:
+    """In a container network the issuer has two addresses: the browser's, which the
+    tokens' iss names, and the one the API process reaches (CARNET_ISSUER_INTERNAL_URL)."""
+    split = settings.model_copy(update={"issuer_url": "https://idp.example.fr/idp",
+                                        "issuer_internal_url": "http://idp:8000/idp",
+                                        "idp_enabled": False})
+    called: list[str] = []
+
+    def issuer(request: httpx.Request) -> httpx.Response:
+        called.append(str(request.url))
+        return httpx.Response(400, json={"error": "invalid_grant"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(issuer)) as issuer_client:
+        auth = PortalAuth(database, split, issuer_client, issuer_client,
+                          Authenticator(token_verifier(split, issuer_client), ttl=0))
+        login = await auth.begin_login()
+        assert login.location.startswith("https://idp.example.fr/idp/authorize?")
+        await auth.logout(None)  # no session: nothing to revoke, nothing called
+        assert called == []
+        refused = await auth._token_request({"grant_type": "refresh_token",
+                                             "refresh_token": "r"})
+    assert refused is None
+    assert called == ["http://idp:8000/idp/token"]
