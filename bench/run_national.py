@@ -105,6 +105,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(PHASES),
                    help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--bulk-tasks", type=int, default=4, help="bulk_load's concurrent tasks")
+    p.add_argument("--bulk-processes", type=int, default=2,
+                   help="bulk_load's filing processes (one per core: the filing is CPU-bound)")
     p.add_argument("--professionals", type=int, default=200,
                    help="professionals of the bulk corpus (RPPS directory)")
     p.add_argument("--seed", type=int, default=1, help="the bulk corpus's and harness's seed")
@@ -192,7 +194,7 @@ def bulk_stage(args: argparse.Namespace, db_url: str, first: int, patients: int)
                                    documents_per_patient=args.documents_per_patient,
                                    professionals=args.professionals, seed=args.seed,
                                    tasks=args.bulk_tasks, max_bytes=args.bulk_max_bytes,
-                                   progress=progress)
+                                   processes=args.bulk_processes, progress=progress)
         finally:
             with contextlib.suppress(Exception):
                 await blobs.close()
@@ -200,6 +202,7 @@ def bulk_stage(args: argparse.Namespace, db_url: str, first: int, patients: int)
 
     print(f"bulk load: patients {first:,} .. {first + patients - 1:,}, "
           f"{args.documents_per_patient} documents each ({total:,}), {args.bulk_tasks} tasks, "
+          f"{args.bulk_processes} process(es), "
           "server stopped", flush=True)
     stats = asyncio.run(go())
     print(f"  {stats.documents:,} documents for {stats.patients:,} patients in "
@@ -714,7 +717,8 @@ def section(args: argparse.Namespace, n: National, wrk_version: str,
                  f"{','.join(map(str, args.stage_list))} --duration {args.duration} --warmup "
                  f"{args.warmup} --connections {args.connections} --light-connections "
                  f"{args.light_connections} --threads {args.threads} --workers {args.workers} "
-                 f"--bulk-tasks {args.bulk_tasks} --professionals {args.professionals} --seed "
+                 f"--bulk-tasks {args.bulk_tasks} --bulk-processes {args.bulk_processes} "
+                 f"--professionals {args.professionals} --seed "
                  f"{args.seed} --bulk-max-bytes {args.bulk_max_bytes} --iti65-concurrency "
                  f"{args.iti65_concurrency} --iti65-max-bytes {args.iti65_max_bytes} "
                  f"--summary-patients {args.summary_patients} --notify-duration "
@@ -728,6 +732,7 @@ def section(args: argparse.Namespace, n: National, wrk_version: str,
         lines += [f"Note: {args.note}", ""]
     lines += [f"- {k}: {v}" for k, v in machine_facts(args, wrk_version)]
     loader = (f"the bulk path (`service.simulate.bulk.bulk_load`, {args.bulk_tasks} tasks, "
+              f"{args.bulk_processes} filing process(es), "
               f"{args.professionals} professionals, seed {args.seed}, documents up to "
               f"{args.bulk_max_bytes:,} bytes), with the server stopped")
     total_load = sum(s.load_seconds for s in n.stages)
