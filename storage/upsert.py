@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 async def put_row(conn: AsyncConnection, table: Table, key: dict[str, Any],
                   values: dict[str, Any]) -> None:
-    """Seeding runs this repeatedly: the second run must refresh, not duplicate."""
-    condition = [table.c[name] == value for name, value in key.items()]
-    changed = await conn.execute(update(table).where(*condition).values(values))
-    if changed.rowcount == 0:
-        await conn.execute(insert(table).values(**key, **values))
+    """Seeding runs this repeatedly: the second run must refresh, not duplicate. One
+    statement (``INSERT ... ON CONFLICT DO UPDATE``), so that processes starting together
+    (each API worker registers the portal's client) cannot both find no row and both
+    insert it: the second would fail on the key."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**key, **values)
+    await conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=values))
