@@ -16,7 +16,9 @@ import asyncio
 import logging
 import time
 
+from service.fhir.http import now_micros
 from storage import documents as registry
+from storage import turns
 from storage.blobs import BlobStore
 from storage.db import Database
 
@@ -35,12 +37,22 @@ async def collect_garbage(db: Database, blobs: BlobStore, grace_seconds: float) 
     return removed
 
 
+SWEEP_JOB = "blob-sweep"
+
+
 async def collect_periodically(db: Database, blobs: BlobStore, grace_seconds: float,
                                interval_seconds: float) -> None:
-    """The API process's background sweep (cancelled at shutdown)."""
+    """The API processes' background sweep (cancelled at shutdown): each process wakes
+    every interval, and the first to find the deployment's period over sweeps; listing a
+    national bucket once per period is enough, not once per process."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
+            async with db.write() as conn:
+                mine = await turns.take_turn(conn, SWEEP_JOB, now_micros(),
+                                             int(interval_seconds * 1e6))
+            if not mine:
+                continue
             removed = await collect_garbage(db, blobs, grace_seconds)
         except Exception:  # a failed sweep is retried at the next interval
             log.exception("blob garbage collection failed")

@@ -3,16 +3,6 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import storage.access
-import storage.audit
-import storage.directory
-import storage.documents
-import storage.oauth
-import storage.outbox
-import storage.portal
-import storage.subscriptions
-import storage.tables  # noqa: F401
-
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=SQLModel.metadata,
                   render_as_batch=connection.dialect.name == "sqlite")

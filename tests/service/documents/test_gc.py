@@ -52,3 +52,25 @@ async def test_the_sweep_waits_for_a_filing_of_the_blob_in_flight(
         assert not sweep.done()  # it waits for the blob's lock (the writer, on SQLite)
     assert await sweep == 0  # the filing committed: its blob is referenced
     assert await blobs.size(blob.key) == blob.size
+
+
+async def test_several_processes_sweep_once_per_period_between_them(
+        database: Database, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    blobs = open_blob_store(None, tmp_path)  # type: ignore[arg-type]
+    sweeps = 0
+
+    async def counted(*_args: object, **_kwargs: object) -> int:
+        nonlocal sweeps
+        sweeps += 1
+        return 0
+
+    monkeypatch.setattr(gc, "collect_garbage", counted)
+    interval = 0.2
+    sweepers = [asyncio.create_task(gc.collect_periodically(database, blobs, 3600, interval))
+                for _ in range(3)]  # three API processes' sweepers
+    await asyncio.sleep(interval * 5.5)
+    for sweeper in sweepers:
+        sweeper.cancel()
+    await asyncio.gather(*sweepers, return_exceptions=True)
+    # Three sweepers alone would sweep about 15 times; sharing turns, at most once a period.
+    assert 2 <= sweeps <= 5
