@@ -22,6 +22,7 @@ from service.fhir.capability import SOFTWARE_VERSION
 from service.fhir.routes import router as fhir_router
 from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
+from service.notify.live import LiveEvents
 from service.notify.routes import router as notify_router
 from service.ops.logs import configure_logging
 from service.ops.observe import ObservedRequests
@@ -42,7 +43,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         if database is not None:
             app.state.database = database
             async with (running_portal(app, settings, database), audit_writer(app, database),
-                        dispatcher(app, settings, database)):
+                        dispatcher(app, settings, database),
+                        live_events(app, settings, database)):
                 yield
             return
         own = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
@@ -57,7 +59,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             if settings.blob_gc_interval else None)
         try:
             async with (running_portal(app, settings, own), audit_writer(app, own),
-                        dispatcher(app, settings, own)):
+                        dispatcher(app, settings, own), live_events(app, settings, own)):
                 yield
         finally:
             if sweeper is not None:
@@ -113,6 +115,17 @@ async def dispatcher(app: FastAPI, settings: Settings,
     finally:
         await running.stop()
         await channels.close()
+
+
+@asynccontextmanager
+async def live_events(app: FastAPI, settings: Settings,
+                      database: Database) -> AsyncIterator[LiveEvents]:
+    """One outbox poller for all the live streams this process serves (it reads the
+    database only while a stream is open); stopping ends the open streams."""
+    async with LiveEvents.running(database,
+                                  poll_seconds=settings.dispatcher_poll_seconds) as hub:
+        app.state.live_events = hub
+        yield hub
 
 
 @asynccontextmanager

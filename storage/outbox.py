@@ -276,7 +276,7 @@ async def waiting_work(conn: AsyncConnection) -> Backlog:
     waiting_events = (await conn.execute(
         select(func.count(), func.min(OUTBOX.c.created_at))
         .where(OUTBOX.c.fanned_out == False))).one()  # noqa: E712
-    by_status = dict((await conn.execute(
+    by_status: dict[str, int] = dict((await conn.execute(
         select(DELIVERIES.c.status, func.count())
         .where(DELIVERIES.c.status.in_([Status.PENDING, Status.FAILED]))
         .group_by(DELIVERIES.c.status))).all())
@@ -306,6 +306,25 @@ async def patient_events(conn: AsyncConnection, patient_id: str, *, after_pk: in
     rows = (await conn.execute(select(OUTBOX).where(*conditions).order_by(OUTBOX.c.pk)
                                .limit(limit))).all()
     return [_event(r) for r in rows]
+
+
+async def events_after(conn: AsyncConnection, after_pk: int, limit: int, *,
+                       also: Iterable[int] = ()) -> list[Event]:
+    """Every record's events after ``after_pk`` (and those of the pks in ``also``, below it),
+    oldest first: the one query of a process's live-stream poller (service.notify.live)."""
+    wanted = sorted(also)
+    condition = OUTBOX.c.pk > after_pk
+    if wanted:
+        condition = condition | OUTBOX.c.pk.in_(wanted)
+    rows = (await conn.execute(select(OUTBOX).where(condition).order_by(OUTBOX.c.pk)
+                               .limit(limit))).all()
+    return [_event(r) for r in rows]
+
+
+async def latest_event_pks(conn: AsyncConnection, limit: int) -> list[int]:
+    """The ``limit`` highest event pks, highest first (where a live-stream poller starts)."""
+    return list((await conn.execute(select(OUTBOX.c.pk).order_by(OUTBOX.c.pk.desc())
+                                    .limit(limit))).scalars())
 
 
 async def latest_event_pk(conn: AsyncConnection) -> int:

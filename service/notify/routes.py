@@ -1,12 +1,13 @@
 """HTTP side of notifications: the patient's live stream and the operators' view of deliveries.
 
 The stream reads the outbox (not process memory), so that every API process
-serves every patient's events whichever process wrote them.
+serves every patient's events whichever process wrote them; one poller per process
+(service/notify/live.py) reads it for all the process's open streams.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from service.deps import AccessDep, DatabaseDep, SettingsDep
 from service.errors import BadRequest, Forbidden
+from service.notify.live import LiveEvents
 from storage import outbox
 from storage.db import Database
 
@@ -48,31 +50,35 @@ async def stream(request: Request, access: AccessDep, db: DatabaseDep,
 def patient_events(request: Request, db: Database, patient_id: str, last: int,
                    poll: float) -> StreamingResponse:
     """The patient's events after ``last`` (or after the browser's ``Last-Event-ID``), as
-    Server-Sent Events; shared by the bearer stream and the portal's cookie stream."""
+    Server-Sent Events; shared by the bearer stream and the portal's cookie stream.
+
+    The events come from the process's one outbox poller (``app.state.live_events``,
+    service/notify/live.py), not from a query per stream; an app run without its lifespan
+    (in-process tests) gives the stream a poller of its own.
+    """
     given = request.headers.get("last-event-id")
     if given is not None:
         if not given.isdigit():
             raise BadRequest("Last-Event-ID must be the id of an event this stream sent")
         last = int(given)
+    hub: LiveEvents | None = getattr(request.app.state, "live_events", None)
 
     async def events() -> AsyncIterator[bytes]:
-        nonlocal last
         yield b"retry: 2000\n\n"
-        quiet_since = time.monotonic()
-        while not await request.is_disconnected():
-            async with db.read() as conn:
-                found = await outbox.patient_events(conn, patient_id, after_pk=last)
-            for event in found:
-                last = event.pk
-                if event.payload.get("patient_facing"):
+        async with contextlib.AsyncExitStack() as stack:
+            live = hub if hub is not None else await stack.enter_async_context(
+                LiveEvents.running(db, poll_seconds=poll))
+            subscription = await stack.enter_async_context(live.subscribe(patient_id, last))
+            quiet_since = time.monotonic()
+            while not subscription.closed and not await request.is_disconnected():
+                for event in await subscription.next(poll):
+                    if event.payload.get("patient_facing"):
+                        quiet_since = time.monotonic()
+                        yield (f"id: {event.pk}\nevent: {event.topic}\ndata: ".encode()
+                               + orjson.dumps(stream_data(event)) + b"\n\n")
+                if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
                     quiet_since = time.monotonic()
-                    yield (f"id: {event.pk}\nevent: {event.topic}\ndata: ".encode()
-                           + orjson.dumps(stream_data(event)) + b"\n\n")
-            if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
-                quiet_since = time.monotonic()
-                yield b": keep-alive\n\n"
-            if not found:
-                await asyncio.sleep(poll)
+                    yield b": keep-alive\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
