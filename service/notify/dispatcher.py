@@ -64,6 +64,17 @@ def retry_at(policy: Policy, attempts_before: int, now: int) -> int | None:
     return now + int(delay * 1_000_000)
 
 
+async def halt(task: asyncio.Task[None] | None, listener: Any) -> None:
+    """Stop a background loop and close its LISTEN connection (either may be None)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if listener is not None:
+        with contextlib.suppress(Exception):  # closing a dead connection is no failure
+            await listener.close()
+
+
 Targets = Callable[[AsyncConnection, Event], Awaitable[list[tuple[Channel, str]]]]
 
 
@@ -164,14 +175,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+        listener, self._listener = self._listener, None
+        await halt(task, listener)
 
     async def _run(self) -> None:
         while True:

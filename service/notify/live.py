@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from service.notify.dispatcher import halt
 from storage import outbox
 from storage.db import Database
 from storage.outbox import Event
@@ -184,14 +185,8 @@ class LiveEvents:
     async def stop(self) -> None:
         self._stopped = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+        listener, self._listener = self._listener, None
+        await halt(task, listener)
         self._listen_tried = False
         for subs in self._streams.values():
             for sub in subs:
