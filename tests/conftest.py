@@ -39,7 +39,23 @@ def tables() -> list[str]:
 
 
 def postgres_url() -> str:
-    return os.environ.get("CARNET_TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
+    """The run's PostgreSQL database; under pytest-xdist, one per worker beside it
+    (``<name>_gw0``, ...), created here and dropped at the end of the worker's session."""
+    url = make_url(os.environ.get("CARNET_TEST_DATABASE_URL", DEFAULT_POSTGRES_URL))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        url = url.set(database=f"{url.database}_{worker}")
+    return url.render_as_string(hide_password=False)
+
+
+async def _drop_postgres_database(url: str) -> None:
+    parsed = make_url(url)
+    admin = create_async_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
 
 
 async def _ensure_postgres_database(url: str) -> str | None:
@@ -87,6 +103,8 @@ async def session_database(request: pytest.FixtureRequest,
     await database.migrate()
     yield database
     await database.dispose()
+    if request.param == "postgresql" and os.environ.get("PYTEST_XDIST_WORKER"):
+        await _drop_postgres_database(url)
 
 
 @pytest.fixture
