@@ -30,7 +30,6 @@ With ``--sweep W:P,...`` the same loaded database is measured under several
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import random
 import sys
 from typing import Any
@@ -38,10 +37,17 @@ from typing import Any
 from core import WORK, BenchError, Config
 from core.database import count_created, create_database
 from core.load import load
-from core.main import add_common_options, guarded_run, publish
+from core.main import (
+    add_common_options,
+    add_phases_option,
+    bench_main,
+    chosen_phases,
+)
 from core.report import section
 from core.server import Server, log_problems, start_carnet
 from core.wrk import ConfigResult, Measure, measure, measure_http_floor
+
+PHASES = ("floor", "read", "search", "create")
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -59,8 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "queueing; informational, 0 to skip)")
     p.add_argument("--bundle-size", type=int, default=500, help="entries per load Bundle")
     p.add_argument("--loaders", type=int, default=4, help="concurrent loading clients")
-    p.add_argument("--only", default="floor,read,search,create",
-                   help="comma-separated subset of floor,read,search,create")
+    add_phases_option(p, PHASES)
     p.add_argument("--app-factory", default=None,
                    help="measure this ASGI app factory (module:function, importable from bench/) "
                         "under uvicorn instead of `carnet serve`, e.g. to A/B a change before "
@@ -75,10 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.configs = configs
     else:
         args.configs = [Config(args.workers, args.pool_size)]
-    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(args.phases) - {"floor", "read", "search", "create"}
-    if unknown:
-        p.error(f"unknown --only phase(s): {', '.join(sorted(unknown))}")
+    args.phases = chosen_phases(p, args.only, PHASES)
     if args.connections < args.threads:
         p.error("--connections must be >= --threads (wrk needs a connection per thread)")
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
@@ -162,14 +164,10 @@ def run(args: argparse.Namespace) -> list[ConfigResult]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
-    outcome = guarded_run(args, lambda wrk_version: (wrk_version, run(args)))
-    if isinstance(outcome, int):
-        return outcome
-    wrk_version, results = outcome
-    publish(args, section(args, results, wrk_version, started))
-    failed = any(m.error_count for r in results for m in r.measures.values())
-    return 1 if failed else 0
+    return bench_main(
+        args, lambda: run(args),
+        lambda results, wrk_version, started: section(args, results, wrk_version, started),
+        lambda results: any(m.error_count for r in results for m in r.measures.values()))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,12 @@ from core.database import (
 )
 from core.ins import PATIENTS_PER_DOCTOR, ins_patient, seed_insi
 from core.load import post_bundles, post_resources
-from core.main import add_common_options, guarded_run, publish
+from core.main import (
+    add_common_options,
+    add_phases_option,
+    bench_main,
+    chosen_phases,
+)
 from core.report import measure_notes, ratio, verdict
 from core.server import CARNET_DATA, Server, log_problems, start_carnet
 from core.wrk import ConfigResult, Measure, measure, measure_http_floor
@@ -88,14 +93,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loaders", type=int, default=4, help="concurrent clients loading Patients")
     p.add_argument("--document-loaders", type=int, default=6,
                    help="concurrent clients filing the corpus's ITI-65 Bundles")
-    p.add_argument("--only", default=",".join(PHASES),
-                   help=f"comma-separated subset of {','.join(PHASES)}")
+    add_phases_option(p, PHASES)
     add_common_options(p, "carnet_bench_docs")
     args = p.parse_args(argv)
-    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(args.phases) - set(PHASES)
-    if unknown:
-        p.error(f"unknown --only phase(s): {', '.join(sorted(unknown))}")
+    args.phases = chosen_phases(p, args.only, PHASES)
     if "iti68" in args.phases and "iti65" not in args.phases:
         p.error("iti68 reads the Binaries the iti65 run files: keep iti65 in --only")
     if args.connections < args.threads:
@@ -541,16 +542,13 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    outcome = guarded_run(args, lambda wrk_version: (wrk_version, *run(args)),
-                          cleanup=remove_iti65_bodies)
-    if isinstance(outcome, int):
-        return outcome
-    wrk_version, result, info = outcome
-    publish(args, section(args, result, info, wrk_version, started, time.perf_counter() - t0))
-    failed = any(m.error_count for m in result.measures.values())
-    return 1 if failed else 0
+    return bench_main(
+        args, lambda: run(args),
+        lambda ran, wrk_version, started: section(args, *ran, wrk_version, started,
+                                                  time.perf_counter() - t0),
+        lambda ran: any(m.error_count for m in ran[0].measures.values()),
+        cleanup=remove_iti65_bodies)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,12 @@ from core.bearer import mint_token_for
 from core.cpu import cpu_snapshot, cpu_use
 from core.database import admin, create_database, database_size, machine_facts, vacuum_analyze
 from core.dbfloor import db_floor
-from core.main import add_common_options, guarded_run, publish
+from core.main import (
+    add_common_options,
+    add_phases_option,
+    bench_main,
+    chosen_phases,
+)
 from core.report import measure_notes, ratio, verdict
 from core.server import CARNET_DATA, Server, log_problems, start_carnet
 from core.wrk import ConfigResult, Measure, measure, measure_http_floor
@@ -102,8 +107,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "curve); --patients is added as the last stage if missing")
     p.add_argument("--light-connections", type=int, default=2,
                    help="connections of the latency figures (ITI-67 growth, ITI-67 light)")
-    p.add_argument("--only", default=",".join(PHASES),
-                   help=f"comma-separated subset of {','.join(PHASES)}")
+    add_phases_option(p, PHASES)
     p.add_argument("--bulk-tasks", type=int, default=4, help="bulk_load's concurrent tasks")
     p.add_argument("--bulk-processes", type=int, default=2,
                    help="bulk_load's filing processes (one per core: the filing is CPU-bound)")
@@ -122,10 +126,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run_notify.py --duration at 100 documents/s (its own database)")
     add_common_options(p, "carnet_bench_national")
     args = p.parse_args(argv)
-    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(args.phases) - set(PHASES)
-    if unknown:
-        p.error(f"unknown --only phase(s): {', '.join(sorted(unknown))}")
+    args.phases = chosen_phases(p, args.only, PHASES)
     try:
         stages = sorted({int(x) for x in args.stages.split(",") if x.strip()})
     except ValueError:
@@ -801,14 +802,10 @@ def errors_of(n: National) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
-    outcome = guarded_run(args, lambda wrk_version: (wrk_version, run(args)),
-                          cleanup=lambda: remove_blobs(args))
-    if isinstance(outcome, int):
-        return outcome
-    wrk_version, national = outcome
-    publish(args, section(args, national, wrk_version, started))
-    return 1 if errors_of(national) else 0
+    return bench_main(
+        args, lambda: run(args),
+        lambda national, wrk_version, started: section(args, national, wrk_version, started),
+        lambda national: bool(errors_of(national)), cleanup=lambda: remove_blobs(args))
 
 
 if __name__ == "__main__":

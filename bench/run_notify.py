@@ -56,7 +56,10 @@ from core.cpu import CpuUse, cpu_snapshot, cpu_use
 from core.database import admin, count_resources, create_database, machine_facts
 from core.ins import PATIENTS_PER_DOCTOR, ins_patient, seed_insi
 from core.load import post_resources
-from core.main import add_common_options, guarded_run, publish
+from core.main import (
+    add_common_options,
+    bench_main,
+)
 from core.server import CARNET_DATA, Server, free_port, log_problems, start_carnet
 
 from fhir_profiles.subscriptions import DOCUMENT_TOPIC, document_subscription
@@ -913,18 +916,20 @@ def section(args: argparse.Namespace, info: dict[str, Any], fig: dict[str, Any],
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    outcome = guarded_run(args, lambda wrk_version: (wrk_version, run(args)))
-    if isinstance(outcome, int):
-        return outcome
-    wrk_version, info = outcome
-    fig = figures(info)
-    publish(args, section(args, info, fig, wrk_version, started, time.perf_counter() - t0))
-    errors = len(fig["iti65_errors"]) + len(fig["email"].missing) + len(fig["webhook"].missing) \
-        + len(fig["warm_email"].missing) + len(fig["warm_webhook"].missing) \
-        + len(info["backlog_view"]["deliveries"])
-    return 1 if errors else 0
+    return bench_main(
+        args, lambda: (info := run(args), figures(info)),
+        lambda ran, wrk_version, started: section(args, *ran, wrk_version, started,
+                                                  time.perf_counter() - t0),
+        had_errors)
+
+
+def had_errors(ran: tuple[dict[str, Any], dict[str, Any]]) -> bool:
+    """ITI-65 errors, notifications missing, deliveries left in the log."""
+    info, fig = ran
+    return bool(len(fig["iti65_errors"]) + len(fig["email"].missing)
+                + len(fig["webhook"].missing) + len(fig["warm_email"].missing)
+                + len(fig["warm_webhook"].missing) + len(info["backlog_view"]["deliveries"]))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,12 @@ from core.bearer import doctor, mint_patient_token, mint_professional_token
 from core.database import admin, count_resources, create_database, machine_facts, vacuum_analyze
 from core.ins import IDNAT_SYSTEM, identity, ins_patient, seed_insi
 from core.load import post_bundles, post_resources
-from core.main import add_common_options, guarded_run, publish
+from core.main import (
+    add_common_options,
+    add_phases_option,
+    bench_main,
+    chosen_phases,
+)
 from core.report import measure_notes
 from core.server import CARNET_DATA, Server, log_problems, start_carnet
 from core.wrk import ConfigResult, Measure, measure
@@ -76,8 +81,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--light-connections", type=int, default=2,
                    help="connections of the latency figures")
     p.add_argument("--loaders", type=int, default=4, help="concurrent loading clients")
-    p.add_argument("--only", default=",".join(k for k, _ in FIGURES),
-                   help="subset of " + ",".join(k for k, _ in FIGURES))
+    add_phases_option(p, [k for k, _ in FIGURES])
     add_common_options(p, "carnet_bench_portal")
     args = p.parse_args(argv)
     if not args.db_name.startswith("carnet_bench"):
@@ -87,10 +91,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.documents_per_patient < PAGE_SIZE or args.messages_per_patient < PAGE_SIZE:
         p.error(f"--documents-per-patient and --messages-per-patient: at least {PAGE_SIZE} "
                 "(a full first page)")
-    args.only = [k.strip() for k in args.only.split(",") if k.strip()]
-    unknown = set(args.only) - {k for k, _ in FIGURES}
-    if unknown:
-        p.error(f"--only: unknown {', '.join(sorted(unknown))}")
+    args.only = chosen_phases(p, args.only, [k for k, _ in FIGURES])
     args.app_factory = None  # core.server.start_carnet: always `carnet serve` here
     return args
 
@@ -516,13 +517,10 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
-    outcome = guarded_run(args, lambda wrk_version: (wrk_version, *run(args)))
-    if isinstance(outcome, int):
-        return outcome
-    wrk_version, result, info = outcome
-    publish(args, section(args, result, info, wrk_version, started))
-    return 1 if any(m.error_count for m in result.measures.values()) else 0
+    return bench_main(
+        args, lambda: run(args),
+        lambda ran, wrk_version, started: section(args, *ran, wrk_version, started),
+        lambda ran: any(m.error_count for m in ran[0].measures.values()))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ from core.bearer import mint_professional_token
 from core.database import create_database, machine_facts
 from core.ins import ins_patient, seed_insi
 from core.load import post_bundles, post_resources
-from core.main import add_common_options, guarded_run, publish
+from core.main import (
+    add_common_options,
+    bench_main,
+)
 from core.report import measure_notes, verdict
 from core.server import CARNET_DATA, Server, log_problems, start_carnet
 from core.wrk import ConfigResult, Measure, measure
@@ -188,13 +191,10 @@ def section(args: argparse.Namespace, r: ConfigResult, info: dict[str, Any], wrk
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    started = dt.datetime.now(dt.UTC)
-    outcome = guarded_run(args, lambda wrk_version: (wrk_version, *run(args)))
-    if isinstance(outcome, int):
-        return outcome
-    wrk_version, result, info = outcome
-    publish(args, section(args, result, info, wrk_version, started))
-    return 1 if any(m.error_count for m in result.measures.values()) else 0
+    return bench_main(
+        args, lambda: run(args),
+        lambda ran, wrk_version, started: section(args, *ran, wrk_version, started),
+        lambda ran: any(m.error_count for m in ran[0].measures.values()))
 
 
 if __name__ == "__main__":

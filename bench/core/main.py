@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from core import RESULTS, ROOT, WORK, BenchError
@@ -38,6 +39,34 @@ def add_common_options(p: argparse.ArgumentParser, db_name: str) -> None:
     p.add_argument("--keep-database", action="store_true",
                    help="leave the loaded database in place at the end (to profile or query "
                         "it afterwards; drop it by hand, or the next run replaces it)")
+
+
+def add_phases_option(p: argparse.ArgumentParser, phases: Sequence[str]) -> None:
+    p.add_argument("--only", default=",".join(phases),
+                   help=f"comma-separated subset of {','.join(phases)}")
+
+
+def chosen_phases(p: argparse.ArgumentParser, only: str, phases: Sequence[str]) -> list[str]:
+    """``--only`` as a list; an unknown phase stops with the parser's usage error."""
+    chosen = [x.strip() for x in only.split(",") if x.strip()]
+    unknown = set(chosen) - set(phases)
+    if unknown:
+        p.error(f"unknown --only phase(s): {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def bench_main(args: argparse.Namespace, run: Callable[[], T],
+               section: Callable[[T, str, dt.datetime], str], failed: Callable[[T], bool],
+               cleanup: Callable[[], None] | None = None) -> int:
+    """A script's whole ``main``: run under ``guarded_run``, publish its section, and exit
+    1 when ``failed`` says requests failed."""
+    started = dt.datetime.now(dt.UTC)
+    outcome = guarded_run(args, lambda wrk_version: (wrk_version, run()), cleanup=cleanup)
+    if isinstance(outcome, int):
+        return outcome
+    wrk_version, result = outcome
+    publish(args, section(result, wrk_version, started))
+    return 1 if failed(result) else 0
 
 
 def guarded_run(args: argparse.Namespace, run: Callable[[str], T],
