@@ -33,11 +33,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import BigKey, ResourceId, table_of
+from storage.upsert import conflict_insert
 
 GENESIS = "0" * 64
 
@@ -120,8 +120,7 @@ def link_hash(prev_hash: str, patient_id: str, seq: int, recorded: int, content:
 
 def _insert_missing_chains(conn: AsyncConnection, patient_ids: list[str]) -> Any:
     rows = [{"patient_id": p, "seq": 0, "head": GENESIS} for p in patient_ids]
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(AUDIT_CHAIN).values(rows).on_conflict_do_nothing(
+    return conflict_insert(conn, AUDIT_CHAIN).values(rows).on_conflict_do_nothing(
         index_elements=["patient_id"])
 
 

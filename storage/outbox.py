@@ -39,11 +39,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import BigKey, ResourceId, table_of
+from storage.upsert import conflict_insert
 
 NOTIFY_CHANNEL = "carnet_outbox"  # PostgreSQL: NOTIFY at each event's commit
 
@@ -175,8 +175,7 @@ async def fan_out(conn: AsyncConnection, event_pk: int,
              "status": Status.PENDING.value, "attempts": 0, "next_attempt_at": now,
              "lease_until": 0, "created_at": now} for channel, target in targets]
     if rows:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        await conn.execute(dialect.insert(DELIVERIES).on_conflict_do_nothing(
+        await conn.execute(conflict_insert(conn, DELIVERIES).on_conflict_do_nothing(
             index_elements=["event_pk", "channel", "target"]), rows)
     await conn.execute(update(OUTBOX).where(OUTBOX.c.pk == event_pk).values(fanned_out=True))
 

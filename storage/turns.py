@@ -9,11 +9,11 @@ conditional UPDATE: the others find it taken and skip.
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, String, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import table_of
+from storage.upsert import conflict_insert
 
 
 class JobTurnRow(SQLModel, table=True):
@@ -28,8 +28,7 @@ TURNS = table_of(JobTurnRow)
 
 async def take_turn(conn: AsyncConnection, job: str, now: int, period_micros: int) -> bool:
     """True for exactly one caller per period (commit at once: the update is the claim)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    await conn.execute(dialect.insert(TURNS).values(name=job, next_run_at=0)
+    await conn.execute(conflict_insert(conn, TURNS).values(name=job, next_run_at=0)
                        .on_conflict_do_nothing(index_elements=["name"]))
     taken = await conn.execute(update(TURNS)
                                .where(TURNS.c.name == job, TURNS.c.next_run_at <= now)
