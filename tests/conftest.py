@@ -27,6 +27,7 @@ from sqlmodel import SQLModel
 from service.app import create_app
 from service.settings import Settings
 from storage.db import Database
+from tests import reliability
 from tests.endpoints import SmtpServer, WebhookReceiver
 from tests.tokens import OPERATOR_APP, Tokens, bearer
 
@@ -78,12 +79,13 @@ async def _ensure_postgres_database(url: str) -> str | None:
 
 
 async def clear(database: Database) -> None:
+    """Empty every table, children first. DELETE, not TRUNCATE: on PostgreSQL a TRUNCATE of
+    the 26 tables costs 0.2-0.6 s (it replaces each table's files), DELETE of the few rows a
+    test wrote about 20 ms, and the suite clears before each of its ~1,500 PostgreSQL tests.
+    Sequences go on counting: no test may rely on a generated key's value."""
     async with database.write() as conn:
-        if database.is_postgresql:
-            await conn.execute(text(f"TRUNCATE {', '.join(tables())} RESTART IDENTITY"))
-        else:
-            for table in tables():
-                await conn.execute(text(f"DELETE FROM {table}"))
+        for table in reversed(tables()):
+            await conn.execute(text(f"DELETE FROM {table}"))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -204,3 +206,27 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+# -- reliability figures (tests/reliability.py): summed over the workers ---------------
+
+_worker_figures: list[dict[str, int]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the xdist controller: keep what a worker counted."""
+    _worker_figures.append(getattr(node, "workeroutput", {}).get("reliability", {}))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    counts = dict(reliability.figures.counts)
+    if hasattr(session.config, "workeroutput"):  # a worker hands its figures over
+        session.config.workeroutput["reliability"] = counts
+        return
+    counts = reliability.summed([counts, *_worker_figures])
+    if not counts:
+        return
+    reliability.write_figures(counts, session.config.rootpath / reliability.FIGURES_FILE)
+    if reliability.report_requested() and exitstatus == 0:
+        reliability.rewrite_report(counts)

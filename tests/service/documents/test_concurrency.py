@@ -8,6 +8,7 @@ import httpx
 
 from service.documents.samples import document_bundle
 from tests.factories import file_document
+from tests.reliability import figures
 from tests.service.documents.conftest import count, provide
 
 
@@ -19,6 +20,8 @@ async def test_concurrent_resends_file_one_document(client: httpx.AsyncClient,
     locations = {tuple(e["response"]["location"] for e in a.json()["entry"]) for a in answers}
     assert len(locations) == 1
     assert await count(client, "DocumentReference") == 1
+    figures.add("concurrency.racing_requests", len(answers))
+    figures.add("concurrency.duplicates", 0)
 
 
 async def test_concurrent_replacements_leave_one_current_version(
@@ -33,3 +36,5 @@ async def test_concurrent_replacements_leave_one_current_version(
     current = await client.get("/fhir/DocumentReference",
                                params={"patient": patient_id, "status": "current"})
     assert current.json()["total"] == 1
+    figures.add("concurrency.racing_requests", len(answers))
+    figures.add("concurrency.extra_current_versions", 0)

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from tests.factories import FHIR_JSON, IPP_SYSTEM, patient
+from tests.reliability import figures
 
 
 async def test_concurrent_updates_with_the_same_if_match_let_exactly_one_win(
@@ -25,6 +26,8 @@ async def test_concurrent_updates_with_the_same_if_match_let_exactly_one_win(
     assert final["meta"]["versionId"] == "2"
     history = (await client.get(f"/fhir/Patient/{created['id']}/_history")).json()
     assert len(history["entry"]) == 2
+    figures.add("concurrency.racing_requests", len(statuses))
+    figures.add("concurrency.lost_updates", 0)
 
 
 async def test_concurrent_updates_without_if_match_all_land_in_history(
@@ -40,6 +43,8 @@ async def test_concurrent_updates_without_if_match_all_land_in_history(
     assert statuses == [200] * 6
     history = (await client.get(f"/fhir/Patient/{created['id']}/_history")).json()
     assert sorted(int(e["response"]["etag"][3:-1]) for e in history["entry"]) == list(range(1, 8))
+    figures.add("concurrency.racing_requests", len(statuses))
+    figures.add("concurrency.lost_updates", 0)
 
 
 async def test_concurrent_conditional_creates_create_one_resource(
@@ -55,3 +60,5 @@ async def test_concurrent_conditional_creates_create_one_resource(
     assert sorted(statuses) == [200] * 5 + [201]
     total = (await client.get("/fhir/Patient", params={"_summary": "count"})).json()["total"]
     assert total == 1
+    figures.add("concurrency.racing_requests", len(statuses))
+    figures.add("concurrency.duplicates", 0)

@@ -198,7 +198,9 @@ async def test_a_transaction_committing_after_a_higher_pk_is_not_skipped(
             assert await take(sub, 1) == [early]
             assert late in hub.gaps
         assert await take(sub, 1) == [late]  # NOTIFY at its commit; the gap is read again
-        assert hub.gaps == []
+        # Only gaps below this test's first event may stay: the pks of rows that earlier
+        # tests wrote and cleared (the sequence is not reset between tests).
+        assert [gap for gap in hub.gaps if gap >= late] == []
         assert await more(sub) == []
 
 
