@@ -90,8 +90,10 @@ MAX_VERSION = 2**31 - 1
 
 
 def is_plain_number(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses."""
-    return text.isascii() and text.isdigit()
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and other digits ``int`` refuses;
+    and at most 18 of them, which ``int`` converts (it raises from 4,301 digits) and a 64-bit
+    column holds."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def parse_version(text: str) -> int:

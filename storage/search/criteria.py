@@ -153,7 +153,10 @@ def _parse_result_parameter(query: SearchQuery, key: str, raw: str, max_count: i
     if key == "_count":
         if not (raw.isascii() and raw.isdigit()):
             raise InvalidSearch(f"_count must be a non-negative integer, got {raw!r}", "_count")
-        query.count = min(int(raw), max_count)
+        # A number with more digits than the cap is past it (and int() refuses 4,300 digits).
+        digits = raw.lstrip("0") or "0"
+        query.count = max_count if len(digits) > len(str(max_count)) \
+            else min(int(digits), max_count)
     elif key == "_sort":
         query.sort = [_parse_sort_key(query.resource_type, item)
                       for item in raw.split(",") if item]
