@@ -23,8 +23,18 @@ class Issue:
         return issue
 
 
+MAX_ISSUES = 100
+"""Issues an OperationOutcome lists; the rest are counted in one more. A 10,000-entry Bundle
+of bad entries answered 1.5 MB of them, 100,000 wrong items in one array 20 MB."""
+
+
 def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [i.as_json() for i in issues]}
+    shown = [i.as_json() for i in issues[:MAX_ISSUES]]
+    if len(issues) > MAX_ISSUES:
+        shown.append(Issue(f"... and {len(issues) - MAX_ISSUES:,} more issues of the same "
+                           "request, not listed", code="too-costly",
+                           severity="information").as_json())
+    return {"resourceType": "OperationOutcome", "issue": shown}
 
 
 class ValidationFailed(Exception):

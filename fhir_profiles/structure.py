@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from pydantic import ValidationError
 from fhir_profiles.outcome import Issue, ValidationFailed
 
 DATA_DIR = Path(__file__).parent / "data"
+MAX_DEPTH = 64
+"""JSON nesting (objects and arrays) a resource may reach. Real resources stay far below
+(an ITI-65 Bundle's deepest element is about 10 levels down); the model validation recurses
+per level and exhausted the stack (RecursionError, a 500) at about 300."""
+# FHIR strings "SHOULD not contain Unicode character points below 32, except for u0009
+# (horizontal tab), u000D (carriage return) and u000A (line feed)"; NUL cannot even be
+# stored in PostgreSQL text, so Carnet refuses them all.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 @cache
@@ -49,6 +58,7 @@ def element_path(resource_type: str, location: tuple[int | str, ...]) -> str:
 
 def validate_structure(data: dict[str, Any]) -> dict[str, Any]:
     """Validate ``data`` against its FHIR type; return its canonical JSON dict."""
+    check_tree(data)
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or not is_fhir_type(resource_type):
         raise ValidationFailed([Issue(f"unknown resourceType {resource_type!r}",
@@ -67,10 +77,67 @@ def validate_structure(data: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, TypeError) as exc:  # raised by some root validators
         raise ValidationFailed([Issue(f"{resource_type}: {exc}")], "structure") from None
     canonical: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    issues = [*_binding_issues(resource_type, canonical), *_base64_issues(resource_type, canonical)]
+    # The input's base64, not the model's: the model drops what is not base64 and keeps the
+    # rest ('QUJD€' became 'QUJD', '_-_-' nothing at all).
+    issues = [*_type_issues(resource_type, data, canonical),
+              *_binding_issues(resource_type, canonical), *_base64_issues(resource_type, data)]
     if issues:
         raise ValidationFailed(issues, "structure")
     return canonical
+
+
+def check_tree(data: Any) -> None:
+    """Refuse what the model would choke on or store unchanged although FHIR forbids it:
+    nesting past MAX_DEPTH, control characters in a key or a string. Iterative, so that the
+    check itself never runs out of stack. (Nulls, empty objects and arrays, which FHIR JSON
+    forbids too, are still taken: clients send them and the model drops the nulls.)"""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _refused(f"the resource is nested more than {MAX_DEPTH} levels deep",
+                           "too-costly")
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            where = f"{key!r:.40}" if isinstance(key, str) else f"item {key} of an array"
+            if isinstance(key, str) and _CONTROL.search(key):
+                raise _refused(f"the element name {where} contains a control character")
+            if isinstance(value, str):
+                if _CONTROL.search(value):
+                    raise _refused(f"the value of {where} contains a control character "
+                                   "(only tab, carriage return and line feed are allowed)")
+            elif isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
+
+
+def _refused(diagnostics: str, code: str = "value") -> ValidationFailed:
+    return ValidationFailed([Issue(diagnostics, code=code)], "structure")
+
+
+def _json_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string" if isinstance(value, str) else None
+
+
+def _type_issues(path: str, given: Any, canonical: Any) -> list[Issue]:
+    """Primitives sent with another JSON type than FHIR JSON gives them: the model coerces
+    in lax mode ("yes" became true, 1 a dateTime, "3" an integer); FHIR JSON does not."""
+    if isinstance(given, dict) and isinstance(canonical, dict):
+        return [issue for key, value in given.items() if key in canonical
+                for issue in _type_issues(f"{path}.{key}", value, canonical[key])]
+    if isinstance(given, list) and isinstance(canonical, list):
+        if len(given) != len(canonical):
+            return []
+        return [issue for i, (value, kept) in enumerate(zip(given, canonical, strict=True))
+                for issue in _type_issues(f"{path}[{i}]", value, kept)]
+    sent, wanted = _json_kind(given), _json_kind(canonical)
+    if sent is None or wanted is None or sent == wanted:
+        return []
+    return [Issue(f"{path}: a JSON {wanted} is expected here, not a {sent} ({given!r:.40})",
+                  code="value", expression=[path])]
 
 
 @cache
@@ -113,7 +180,7 @@ def _base64_issues(resource_type: str, resource: dict[str, Any]) -> list[Issue]:
     if resource_type == "Binary" and "data" in resource:
         try:
             base64.b64decode(resource["data"], validate=True)
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, TypeError):
             return [Issue("Binary.data is not valid base64", code="value",
                           expression=["Binary.data"])]
     return []

@@ -15,10 +15,22 @@ from auth.bearer import Authenticator
 from auth.principal import Principal
 from auth.tokens import InvalidToken, bearer_challenge
 from service.access import Access, emergency_request
-from service.errors import Unauthorized
+from service.errors import BadRequest, Unauthorized
 from service.settings import Settings
 from storage.blobs import BlobStore
 from storage.db import Database
+
+
+async def refuse_nul_in_url(request: Request) -> None:
+    """400 for a NUL character in the URL's path or query (``%00``), on every route: no id,
+    parameter or page of Carnet holds one, and PostgreSQL cannot even bind it as text (an id
+    such as ``Patient/a%00`` reached it and answered 500)."""
+    if "\x00" in request.scope["path"]:
+        raise BadRequest("the URL's path contains a NUL character (%00)")
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise BadRequest(f"parameter {name!r} contains a NUL character",
+                             expression=name.partition(":")[0])
 
 
 async def get_settings(request: Request) -> Settings:

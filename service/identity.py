@@ -72,8 +72,10 @@ def _differing_traits(given: InsTraits | None, reference: InsTraits) -> list[str
 
 
 def _parameter(parameters: dict[str, Any], name: str) -> Any:
-    found = [p for p in parameters.get("parameter") or [] if isinstance(p, dict)
-             and p.get("name") == name]
+    listed = parameters.get("parameter") or []
+    if not isinstance(listed, list):
+        raise BadRequest("Parameters.parameter must be an array", expression="Parameters")
+    found = [p for p in listed if isinstance(p, dict) and p.get("name") == name]
     if len(found) > 1:
         raise BadRequest(f"parameter {name!r} is repeated", expression=f"Parameters.{name}")
     if not found:
@@ -113,7 +115,8 @@ async def _by_ins(conn: AsyncConnection, ins: Any) -> InsIdentity:
 async def _by_traits(conn: AsyncConnection, parameters: dict[str, Any]) -> InsIdentity:
     names = ("family", "given", "gender", "birthDate")
     values = {name: _parameter(parameters, name) for name in (*names, "birthPlace")}
-    missing = [n for n in names if not isinstance(values[n], str) or not values[n]]
+    missing = [n for n in names if not isinstance(values[n], str) or not values[n]
+               or "\x00" in values[n]]  # PostgreSQL cannot bind NUL: not a trait either
     if missing:
         raise BadRequest(f"$ins-lookup needs ins, or the traits family, given, gender and "
                          f"birthDate (missing: {', '.join(missing)})",

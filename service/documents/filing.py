@@ -253,13 +253,16 @@ class Filing:
 
     def __init__(self, conn: AsyncConnection, *, base: str, access: Access,
                  binaries: list[BinaryContent] | None = None,
-                 changed_here: set[str] | None = None) -> None:
+                 changed_here: set[str] | None = None,
+                 filed_here: set[str] | None = None) -> None:
         self.conn = conn
         self.base = base
         self.access = access
         self.filed_by = access.principal
         self.binaries = {b.binary_id: b for b in binaries or []}
         self.changed_here = changed_here or set()
+        # The ids of the documents this transaction files: none may replace another (or itself).
+        self.filed_here = filed_here or set()
         self.patients: dict[str, str] = {}
         self.filed: list[FiledDocument] = []
         # What the patient (and their apps) will be told once the filing commits.
@@ -279,6 +282,12 @@ class Filing:
         patient_id = await self._patient(document.get("subject"))
         for i, relation in enumerate(document.get("relatesTo") or []):
             if relation.get("code") == REPLACES:
+                target = str((relation.get("target") or {}).get("reference") or "")
+                if target.rpartition("/")[2] in self.filed_here | {document["id"]}:
+                    path = f"DocumentReference.relatesTo[{i}].target"
+                    raise Unprocessable(f"[replace-unknown] {path}: a document replaces a "
+                                        "document filed before, not itself nor one filed with "
+                                        "it", expression=path)
                 await _supersede(self.conn, i, relation.get("target"), patient_id,
                                  self.changed_here, self.access)
         system, value = master_identifier(document)
@@ -334,6 +343,13 @@ def check_submission_lists(submission_set: dict[str, Any], documents: list[dict[
             raise Unprocessable(f"[iti65-entries] the SubmissionSet does not list "
                                 f"DocumentReference/{document['id']} of this Bundle",
                                 expression="List.entry")
+    members = {f"DocumentReference/{d['id']}" for d in documents} | {
+        f"List/{f['id']}" for f in folders}
+    strangers = sorted(str(item) for item in items - members)  # itself, or anything else
+    if strangers:
+        raise Unprocessable(f"[iti65-entries] the SubmissionSet lists {strangers[0]!r}, which "
+                            "is neither a document nor a folder of this Bundle",
+                            expression="List.entry")
 
 
 async def file_document(conn: AsyncConnection, document: dict[str, Any], *, base: str,

@@ -17,6 +17,7 @@ from auth.principal import App, Patient, Professional
 from service.access import Access, authorize, not_known
 from service.audit import audit_search, read_audit_event
 from service.errors import BadRequest, Forbidden
+from service.fhir.interactions import ID_PATTERN
 from storage.access import Relation
 
 AUDIT_EVENT = "AuditEvent"
@@ -44,7 +45,7 @@ async def search(conn: AsyncConnection, access: Access, pairs: list[tuple[str, s
     patient_id = wanted[0] if len(set(wanted)) == 1 else None
     if patient_id is None and isinstance(access.principal, Patient):
         patient_id = await access.own_record(conn)
-    if patient_id is None:
+    if patient_id is None or not ID_PATTERN.match(patient_id):
         raise BadRequest("AuditEvent is searched for one patient: patient=<id>",
                          expression="patient")
     if not await _may_read_trail(conn, access, patient_id):

@@ -87,10 +87,11 @@ def _resource(resource_type: str) -> dict[str, Any]:
     return resource
 
 
-def _security(issuer: str) -> dict[str, Any]:
-    """SMART on FHIR: where an app gets its token (also in .well-known/smart-configuration)."""
+def _security(issuer: str, cors: bool) -> dict[str, Any]:
+    """SMART on FHIR: where an app gets its token (also in .well-known/smart-configuration);
+    ``cors``: whether browser apps on configured origins may call (CARNET_CORS_ORIGINS)."""
     return {
-        "cors": False,
+        "cors": cors,
         "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
             "code": "SMART-on-FHIR"}]}],
@@ -115,7 +116,7 @@ _INS_LOOKUP = {
 
 
 @cache
-def capability_statement(base: str, issuer: str) -> bytes:
+def capability_statement(base: str, issuer: str, cors: bool = False) -> bytes:
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -131,7 +132,7 @@ def capability_statement(base: str, issuer: str) -> bytes:
             "documentation": "Search result parameters: " + "; ".join(
                 f"{name}: {doc}" for name, doc in _RESULT_DOCS.items()
                 if name in RESULT_PARAMETERS),
-            "security": _security(issuer),
+            "security": _security(issuer, cors),
             "resource": [_resource(t) for t in SEARCH_PARAMETERS],
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
         }],

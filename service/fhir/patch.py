@@ -24,6 +24,7 @@ import jsonpatch
 import orjson
 from jsonpointer import JsonPointerException
 
+from fhir_profiles.structure import check_tree
 from service.errors import BadRequest, Conflict, Unprocessable, UnsupportedMediaType
 from service.fhir.http import json_object
 
@@ -41,6 +42,7 @@ def json_patch(body: bytes) -> Patch:
     if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
         raise BadRequest("a JSON Patch is an array of operations such as "
                          '{"op": "replace", "path": "/status", "value": "entered-in-error"}')
+    check_tree(operations)  # applying a patch copies it recursively: no deeper than a resource
     try:
         document = jsonpatch.JsonPatch(operations)  # checks each operation
     except (jsonpatch.InvalidJsonPatch, JsonPointerException, KeyError, TypeError) as exc:
@@ -112,8 +114,12 @@ def fhirpath_patch(parameters: dict[str, Any], resource_type: str) -> Patch:
     """A FHIRPath Patch (a Parameters of ``operation`` parts) for ``resource_type``."""
     if parameters.get("resourceType") != "Parameters":
         raise BadRequest("a FHIRPath Patch is a Parameters resource")
+    check_tree(parameters)
     operations: list[tuple[str, list[tuple[str, int | None]], str, str | None, Any]] = []
-    for i, parameter in enumerate(parameters.get("parameter") or []):
+    listed = parameters.get("parameter") or []
+    if not isinstance(listed, list):
+        raise BadRequest("a FHIRPath Patch's Parameters.parameter must be an array")
+    for i, parameter in enumerate(listed):
         if not isinstance(parameter, dict) or parameter.get("name") != "operation":
             raise BadRequest(f"FHIRPath Patch parameter {i} must be named operation")
         parts = parameter.get("part") or []

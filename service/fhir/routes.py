@@ -55,8 +55,12 @@ router.add_api_route("/.well-known/smart-configuration", smart_configuration, me
                      summary="SMART configuration (public)")
 router.add_api_route("/Patient/$ins-lookup", ins_lookup_operation, methods=["POST"],
                      summary="INSi mock: the INS and traits for given traits, or an INS")
-router.add_api_route("/Patient/$summary", summary_by_identifier, methods=["GET", "POST"],
-                     summary="IPS patient summary of the patient with this identifier (INS)")
+# One route per method: a route with two methods gives OpenAPI one operation id twice.
+for _method in ("GET", "POST"):
+    router.add_api_route("/Patient/$summary", summary_by_identifier, methods=[_method],
+                         operation_id=f"summary_by_identifier_{_method.lower()}",
+                         summary="IPS patient summary of the patient with this identifier "
+                                 "(INS)")
 router.add_api_route("/Patient/{patient_id}/$summary", summary_of_patient, methods=["GET"],
                      summary="IPS patient summary (persist=true files it as a document)")
 
@@ -128,7 +132,8 @@ async def _history_response(request: Request, settings: Settings, db: Database,
 async def metadata(request: Request, settings: SettingsDep) -> Response:
     check_acceptable(request)
     return fhir_json(capability_statement(base_url(request, settings.public_url),
-                                          settings.effective_issuer),
+                                          settings.effective_issuer,
+                                          cors=bool(settings.cors_origins)),
                      pretty=wants_pretty(request))
 
 
@@ -140,7 +145,8 @@ async def transaction_or_batch(request: Request, settings: SettingsDep, db: Data
     data = await read_json_resource(request, settings.max_body_bytes)
     context = transaction.BundleContext(
         base_url(request, settings.public_url), access, settings.default_page_size,
-        settings.max_page_size, prefer(request).get("return") == "representation", blobs)
+        settings.max_page_size, prefer(request).get("return") == "representation", blobs,
+        max_entries=settings.max_bundle_entries)
     async with audited(access):
         content = await transaction.process(db, data, context)
     return fhir_json(content, pretty=wants_pretty(request))

@@ -67,11 +67,18 @@ async def summary_by_identifier(request: Request, settings: SettingsDep, db: Dat
         if parameters.get("resourceType") != "Parameters":
             raise BadRequest("POST Patient/$summary takes a Parameters resource",
                              expression="Parameters")
-        for parameter in parameters.get("parameter") or []:
+        listed = parameters.get("parameter") or []
+        if not isinstance(listed, list):
+            raise BadRequest("Parameters.parameter must be an array",
+                             expression="Parameters.parameter")
+        for parameter in listed:
             if not isinstance(parameter, dict):
                 continue
             if parameter.get("name") == "identifier":
-                value = parameter.get("valueIdentifier") or {}
+                value = parameter.get("valueIdentifier")
+                if not isinstance(value, dict):
+                    raise BadRequest("the identifier parameter needs a valueIdentifier",
+                                     expression="Parameters.identifier")
                 identifier = f"{value.get('system', '')}|{value.get('value', '')}"
             elif parameter.get("name") == "persist":
                 persist = parameter.get("valueBoolean") is True

@@ -19,6 +19,7 @@ from auth.policy import Interaction
 from auth.principal import Principal
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
 from fhir_profiles.pdsm import FOLDER, list_kind
+from fhir_profiles.structure import validate_structure
 from service.access import Access, authorize
 from service.documents import binaries, filing
 from service.errors import (
@@ -26,6 +27,7 @@ from service.errors import (
     Conflict,
     FhirError,
     MethodNotAllowed,
+    PayloadTooLarge,
     PreconditionFailed,
     Unprocessable,
     from_storage_error,
@@ -85,6 +87,7 @@ class BundleContext:
     max_count: int
     return_representation: bool
     blobs: BlobStore
+    max_entries: int | None = None  # the API's limit; None for Carnet's own Bundles
 
 
 def _written(w: interactions.Written) -> Outcome:
@@ -93,7 +96,8 @@ def _written(w: interactions.Written) -> Outcome:
                    last_modified=fhir_instant(w.last_updated), resource=w.content)
 
 
-def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry | FhirError]]:
+def parse_entries(data: dict[str, Any], base: str, max_entries: int | None = None
+                  ) -> tuple[str, list[Entry | FhirError]]:
     """Check the Bundle's shape and validate every entry; a bad entry becomes its error."""
     if data.get("resourceType") != "Bundle":
         raise BadRequest("POST to the base expects a Bundle", expression="resourceType")
@@ -104,6 +108,15 @@ def parse_entries(data: dict[str, Any], base: str) -> tuple[str, list[Entry | Fh
     raw_entries = data.get("entry") or []
     if not isinstance(raw_entries, list):
         raise BadRequest("Bundle.entry must be an array", expression="Bundle.entry")
+    if max_entries is not None and len(raw_entries) > max_entries:
+        raise PayloadTooLarge(f"the Bundle holds {len(raw_entries):,} entries; this server takes "
+                              f"at most {max_entries:,} per Bundle (send several)",
+                              expression="Bundle.entry")
+    # The envelope is FHIR too (no unknown or mistyped element, every entry an object); what
+    # each entry holds is checked below, and a batch answers a bad one in its own outcome.
+    validate_structure({key: value for key, value in data.items() if key != "entry"})
+    if not all(isinstance(raw, dict) for raw in raw_entries):
+        raise BadRequest("every Bundle.entry must be a JSON object", expression="Bundle.entry")
     parsed: list[Entry | FhirError] = []
     for i, raw in enumerate(raw_entries):
         try:
@@ -208,7 +221,7 @@ def _parse_entry(index: int, raw: Any, base: str) -> Entry:
 
 
 async def process(db: Database, data: dict[str, Any], context: BundleContext) -> bytes:
-    kind, parsed = parse_entries(data, context.base)
+    kind, parsed = parse_entries(data, context.base, context.max_entries)
     parsed = [_authorized(e, context.access.principal) for e in parsed]
     if kind == "transaction":
         errors = [e for e in parsed if isinstance(e, FhirError)]
@@ -274,7 +287,8 @@ async def _run_transaction(conn: AsyncConnection, entries: list[Entry],
             binaries=[binaries.content_of(e.resource_id, e.blob, e.resource) for e in entries
                       if e.blob is not None and e.resource_id and e.resource is not None],
             changed_here={f"{e.resource_type}/{e.resource_id}" for e in entries
-                          if e.method in ("PUT", "PATCH")})
+                          if e.method in ("PUT", "PATCH")},
+            filed_here={str(e.resource_id) for e in documents})
         for current in documents:
             await filed.check(_stored(current))
         current = None

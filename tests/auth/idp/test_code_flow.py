@@ -8,6 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from auth.idp.app import standalone_app
 from service.demo import seed_demo
 from service.settings import Settings
 from storage.blobs import open_blob_store
@@ -30,7 +31,7 @@ from tests.auth.idp.flow import (
     tokens_for,
     verified,
 )
-from tests.tokens import bearer
+from tests.tokens import Tokens, bearer
 
 
 async def code_count(database: Database) -> int:
@@ -414,3 +415,19 @@ async def test_no_launch_context_without_a_record_nor_for_a_professional(
         anonymous: httpx.AsyncClient) -> None:
     assert "patient" not in await tokens_for(anonymous, PATIENT, "openid patient/*.rs")
     assert "patient" not in await tokens_for(anonymous, DOCTOR, "openid scope_all")
+
+
+async def test_a_nul_in_an_authorize_parameter_of_the_standalone_provider_is_an_error_page(
+        database: Database, tokens: Tokens) -> None:
+    """``carnet idp`` runs without the API's app-wide NUL guard; PostgreSQL cannot bind a
+    NUL, so the provider refuses it itself (before, the client lookup answered 500)."""
+    app = standalone_app(tokens.config, "unused://")
+    app.state.database = database  # the lifespan (which opens its own) does not run here
+    _, challenge = pkce()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://idp.test") as idp:
+        response = await idp.get("/idp/authorize", params={
+            **authorize_params("openid", challenge), "client_id": "public-app\x00"})
+    assert response.status_code == 400
+    assert "location" not in response.headers
+    assert "NUL" in response.text
