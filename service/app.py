@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from auth.bearer import Authenticator
 from auth.idp.config import IdpConfig
@@ -16,6 +16,7 @@ from auth.idp.routes import router as idp_router
 from auth.keys import KeyStore
 from auth.tokens import JwksCache, TokenVerifier
 from service.audit import AuditWriter
+from service.deps import refuse_nul_in_url
 from service.documents.gc import collect_periodically
 from service.errors import install_error_handlers
 from service.fhir.capability import SOFTWARE_VERSION
@@ -24,6 +25,8 @@ from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher
 from service.notify.live import LiveEvents
 from service.notify.routes import router as notify_router
+from service.openapi import install as install_openapi
+from service.ops.headers import install_edge
 from service.ops.logs import configure_logging
 from service.ops.observe import ObservedRequests
 from service.ops.routes import router as ops_router
@@ -69,12 +72,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             await app.state.blob_store.close()
 
     app = FastAPI(title="Carnet", version=SOFTWARE_VERSION, lifespan=lifespan,
-                  description="Health-document exchange: FHIR R4, IHE MHD, INS, e-CPS.")
+                  description="Health-document exchange: FHIR R4, IHE MHD, INS, e-CPS.",
+                  dependencies=[Depends(refuse_nul_in_url)])
     app.state.settings = settings
     if database is not None:
         app.state.database = database
     app.state.blob_store = open_blob_store(settings.blob_url, settings.data_dir)
     install_error_handlers(app)
+    install_openapi(app)
+    install_edge(app, settings)
     app.add_middleware(ObservedRequests)
     app.include_router(ops_router)
     app.include_router(fhir_router)
@@ -144,7 +150,9 @@ def idp_config(settings: Settings, keys: KeyStore) -> IdpConfig:
     return IdpConfig(issuer=settings.embedded_issuer, audience=settings.token_audience,
                      keys=keys, access_token_ttl=settings.access_token_ttl,
                      refresh_token_ttl=settings.refresh_token_ttl,
-                     secure_cookies=settings.local_url.startswith("https://"))
+                     secure_cookies=settings.local_url.startswith("https://"),
+                     token_rate_limit=settings.rate_limit_token,
+                     login_rate_limit=settings.rate_limit_login)
 
 
 def token_verifier(settings: Settings, client: httpx.AsyncClient) -> TokenVerifier:

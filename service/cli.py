@@ -183,6 +183,7 @@ def bulk_load(patients: int, documents_per_patient: int, first_patient: int, tas
 def idp(host: str | None, port: int | None) -> None:
     from auth.idp.app import standalone_app
     from service.app import idp_config
+    from service.ops.headers import install_edge
 
     if host:
         os.environ["CARNET_HOST"] = host
@@ -193,6 +194,7 @@ def idp(host: str | None, port: int | None) -> None:
     config = idp_config(settings, KeyStore(settings.effective_keys_dir))
     click.echo(f"mock Pro Santé Connect: issuer {config.issuer}", err=True)
     app = standalone_app(config, settings.effective_database_url)
+    install_edge(app, settings)  # security headers (and CORS) as on the API
     app.add_middleware(ObservedRequests)  # request ids and access lines, as for the API
     uvicorn.run(app, host=settings.host,
                 port=settings.port, log_level=settings.log_level, log_config=None,

@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from fhir_profiles.outcome import Issue, ValidationFailed, operation_outcome
+from service.ops.headers import security_headers_of
 from service.ops.observe import request_id_of, route_of
 from storage.errors import (
     BlobStoreUnavailable,
@@ -193,7 +194,8 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("unexpected error on %s %s", request.method, route_of(request.scope),
                   exc_info=exc, extra={"fields": {"request_id": incident}})
         return outcome_response(500, operation_outcome(
-            [Issue(f"internal error (incident {incident})", "exception", "fatal")]))
+            [Issue(f"internal error (incident {incident})", "exception", "fatal")]),
+            headers=security_headers_of(request.scope))
 
     app.add_exception_handler(FhirError, fhir_error)
     app.add_exception_handler(ValidationFailed, validation_failed)

@@ -6,6 +6,7 @@ from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1, le=10_000)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024,
                                 description="Largest JSON request body accepted (413 above).")
+    max_bundle_entries: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="Most entries a transaction or batch Bundle may hold (413 above): one "
+                    "transaction holds its write lock until every entry is filed.")
     max_binary_bytes: int = Field(default=100 * 1024 * 1024, ge=1024,
                                   description="Largest raw document upload (POST /fhir/Binary "
                                               "with the document's own content type).")
@@ -133,6 +138,19 @@ class Settings(BaseSettings):
     portal_session_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 86_400,
                                         description="How long a portal login lasts at most.")
 
+    rate_limit_token: int = Field(
+        default=20, ge=0, le=1_000_000,
+        description="Failed client authentications a minute per client id and address at "
+                    "the token endpoint before it answers 429 (0: no limit).")
+    rate_limit_login: int = Field(
+        default=20, ge=0, le=1_000_000,
+        description="Refused logins at the identity provider, and portal logins started but "
+                    "not completed, a minute per address before 429 (0: no limit).")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the FHIR API cross-origin (CORS), as a "
+                    "JSON list, e.g. [\"https://app.example.fr\"]; empty: no CORS headers.")
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str | None) -> str | None:
@@ -161,6 +179,19 @@ class Settings(BaseSettings):
         if "@" not in parseaddr(sender)[1] or any(c in sender for c in "\r\n"):
             raise ValueError("must be an e-mail address, e.g. Carnet <no-reply@carnet.example.fr>")
         return sender
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        """Exact origins only: a wildcard or a path would not mean what it seems to."""
+        cleaned = []
+        for origin in origins:
+            parts = urlsplit(origin.rstrip("/"))
+            if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+                    or parts.query or parts.fragment or "*" in origin or "@" in parts.netloc):
+                raise ValueError("each origin must look like https://app.example.fr[:port]")
+            cleaned.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        return cleaned
 
     @field_validator("public_url", "issuer_url", "issuer_internal_url", "jwks_url")
     @classmethod

@@ -17,6 +17,10 @@ class IdpConfig:
     access_token_ttl: int
     refresh_token_ttl: int
     secure_cookies: bool = False
+    # Rate limits (auth/throttle.py; 0: off): failed client authentications a minute per
+    # client id and address, refused logins a minute per address.
+    token_rate_limit: int = 0
+    login_rate_limit: int = 0
 
     def endpoint(self, name: str) -> str:
         return f"{self.issuer}/{name}"

@@ -34,10 +34,12 @@ from auth.idp.config import CODE_LIFETIME_SECONDS, IdpConfig
 from auth.idp.grants import OAuthError
 from auth.idp.pages import error_page, login_page
 from auth.principal import PSC_ALL
+from auth.throttle import Throttle, client_address
 from auth.tokens import InvalidToken, JwksCache, TokenVerifier, bearer_challenge
-from storage import directory, oauth
+from storage import directory, oauth, ratelimits
 from storage.db import Database
 from storage.oauth import Grant
+from storage.ratelimits import Slot
 
 router = APIRouter(prefix="/idp", tags=["identity provider (mock Pro Santé Connect)"])
 _CSRF_COOKIE = "idp_csrf"
@@ -66,15 +68,30 @@ async def _form(request: Request) -> dict[str, str]:
     form = dict(pairs)
     if len(form) != len(pairs):
         raise OAuthError("invalid_request", "a parameter is repeated")
+    if _holds_nul(pairs):
+        raise OAuthError("invalid_request", "a parameter contains a NUL character")
     return form
 
 
-def _oauth_error(exc: OAuthError) -> JSONResponse:
+def _holds_nul(pairs: list[tuple[str, str]]) -> bool:
+    """No OAuth parameter holds a NUL, and PostgreSQL cannot bind one (a client_id did:
+    500); the API refuses them app-wide, but ``carnet idp`` runs without the API."""
+    return any("\x00" in name or "\x00" in value for name, value in pairs)
+
+
+def _oauth_error(exc: OAuthError, retry_after: int | None = None) -> JSONResponse:
     headers = dict(_NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="carnet-idp"'
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": exc.error, "error_description": exc.description},
                         status_code=exc.status, headers=headers)
+
+
+async def _take_slot(request: Request, scope: str, limit: int, *key: str) -> Slot | None:
+    """This request's slot under a rate limit (auth/throttle.py); None when it is off."""
+    return await Throttle(scope, limit).take(_database(request), *key, client_address(request))
 
 
 @router.get("/.well-known/openid-configuration", summary="OIDC discovery")
@@ -119,6 +136,8 @@ async def authorize_page(request: Request) -> Response:
     params = dict(items)
     if len(params) != len(items):  # RFC 6749 3.1: which redirect_uri would be meant?
         return _untrusted(UntrustedRequest("a parameter is repeated"))
+    if _holds_nul(items):
+        return _untrusted(UntrustedRequest("a parameter contains a NUL character"))
     async with _database(request).read() as conn:
         try:
             auth_request = await parse_request(conn, params)
@@ -141,6 +160,11 @@ async def authorize_page(request: Request) -> Response:
 @router.post("/authorize", summary="log in as the chosen identity")
 async def authorize_login(request: Request) -> Response:
     config = _config(request)
+    slot = await _take_slot(request, "login", config.login_rate_limit)
+    if slot is not None and not slot.allowed:
+        return HTMLResponse(error_page(f"too many refused logins from this address; try "
+                                       f"again in {slot.retry_after} s"), status_code=429,
+                            headers={**_NO_STORE, "Retry-After": str(slot.retry_after)})
     try:
         form = await _form(request)
     except OAuthError as exc:
@@ -173,6 +197,8 @@ async def authorize_login(request: Request) -> Response:
             auth_request.client.client_id, subject, str(scope), auth_request.nonce,
             auth_request.redirect_uri, auth_request.code_challenge),
             grants.micros_from_now(CODE_LIFETIME_SECONDS))
+        if slot is not None:  # a login that succeeds does not count
+            await ratelimits.give_back(conn, slot.bucket, slot.window_start)
     query = {"code": code, "iss": config.issuer}
     if auth_request.state is not None:
         query["state"] = auth_request.state
@@ -192,9 +218,12 @@ def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str | N
         client_id, sep, secret = decoded.partition(":")
         if not sep:
             raise OAuthError("invalid_client", "malformed Basic credentials", 401)
-        if form.get("client_id") not in (None, unquote(client_id)):
+        client_id, secret = unquote(client_id), unquote(secret)
+        if "\x00" in client_id or "\x00" in secret:
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+        if form.get("client_id") not in (None, client_id):
             raise OAuthError("invalid_request", "client_id differs from the credentials")
-        return unquote(client_id), unquote(secret)
+        return client_id, secret
     return form.get("client_id"), form.get("client_secret")
 
 
@@ -205,14 +234,24 @@ async def token(request: Request) -> Response:
         client_id, secret = _client_credentials(request, form)
     except OAuthError as exc:
         return _oauth_error(exc)
+    config = _config(request)
+    # Only a failed client authentication counts: codes and refresh tokens are 256-bit
+    # random values no rate makes guessable, while a client secret may be weak.
+    slot = await _take_slot(request, "token", config.token_rate_limit, client_id or "")
+    if slot is not None and not slot.allowed:
+        return _oauth_error(OAuthError("slow_down", "too many failed client authentications "
+                                       f"from this address; retry in {slot.retry_after} s",
+                                       429), retry_after=slot.retry_after)
     failure: OAuthError | None = None
     async with _database(request).write() as conn:
         # An error still commits: a code or refresh token presented once stays spent,
         # and a replayed refresh token's family stays revoked.
         try:
-            body = await _grant(conn, _config(request), form, client_id, secret)
+            body = await _grant(conn, config, form, client_id, secret)
         except OAuthError as exc:
             failure = exc
+        if slot is not None and (failure is None or failure.status != 401):
+            await ratelimits.give_back(conn, slot.bucket, slot.window_start)
     if failure is not None:
         return _oauth_error(failure)
     return JSONResponse(body, headers=_NO_STORE)
@@ -260,7 +299,8 @@ def _local_verifier(request: Request) -> TokenVerifier:
     return verifier
 
 
-@router.api_route("/userinfo", methods=["GET", "POST"], summary="userinfo")
+@router.get("/userinfo", summary="userinfo")
+@router.post("/userinfo", summary="userinfo", operation_id="userinfo_post")  # ids are unique
 async def userinfo(request: Request) -> Response:
     scheme, _, token_text = request.headers.get("authorization", "").partition(" ")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from auth.throttle import Throttle, client_address
 from service.notify.routes import patient_events
 from service.portal import documents, history, messages, privacy, upload
 from service.portal.session import COOKIE, LoginFailed, NotLoggedIn
@@ -53,6 +54,13 @@ async def login(request: Request) -> Response:
         # The provider sends the patient back to the registered address: start there, so
         # that the login's cookie is on the host the callback reaches (localhost vs 127.0.0.1).
         return RedirectResponse(canonical, status_code=307)
+    slot = await _logins(settings).take(request.app.state.database, client_address(request))
+    if slot is not None and not slot.allowed:
+        refused = render(request, "error.html", status_code=429, title="Trop de tentatives",
+                         message="Trop de connexions commencées sans aboutir depuis cette "
+                                 f"adresse. Réessayez dans {slot.retry_after} secondes.")
+        refused.headers["Retry-After"] = str(slot.retry_after)
+        return refused
     started = await portal_auth(request).begin_login()
     response = RedirectResponse(started.location, status_code=303)
     set_session_cookie(response, request.app.state.settings, started.key, started.max_age)
@@ -70,9 +78,16 @@ async def callback(request: Request) -> Response:
                          message=str(exc))
         clear_session_cookie(refused, settings)
         return refused
+    await _logins(settings).give_back(request.app.state.database, client_address(request))
     response = RedirectResponse(done.location, status_code=303)
     set_session_cookie(response, settings, done.key, done.max_age)
     return response
+
+
+def _logins(settings: Settings) -> Throttle:
+    """Each login started takes a slot, each one completed gives it back: what the limit
+    counts is logins left unfinished (each left a pending session row behind)."""
+    return Throttle("portal-login", settings.rate_limit_login)
 
 
 @router.post("/deconnexion", summary="log out")

@@ -241,7 +241,7 @@ class PortalAuth:
     async def _token_request(self, form: dict[str, str | None]) -> dict[str, Any] | None:
         """The issuer's token endpoint; None when it refuses (the reason is not the patient's)."""
         answer = await self._issuer_post("token", form)
-        if answer.status_code >= 500:
+        if answer.status_code >= 500 or answer.status_code == 429:  # 429: for now, not a no
             raise IssuerUnavailable(f"the token endpoint answered {answer.status_code}")
         if answer.status_code != 200:
             return None
