@@ -49,7 +49,7 @@ def listening_pids(port: int) -> set[int]:
     return found
 
 
-def _with_children(pids: set[int]) -> set[int]:
+def with_children(pids: set[int]) -> set[int]:
     parents: dict[int, int] = {}
     for pid in _pids():
         try:
@@ -83,5 +83,5 @@ def peak_rss(pids: tuple[int, ...], url: str) -> int | None:
         if parts.hostname not in _LOOPBACK:
             return None
         chosen = listening_pids(parts.port or (443 if parts.scheme == "https" else 80))
-    total = sum(_peak(pid) for pid in _with_children(chosen)) if chosen else 0
+    total = sum(_peak(pid) for pid in with_children(chosen)) if chosen else 0
     return total or None

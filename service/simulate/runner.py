@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from service.documents.samples import IDNAT_PS
 from service.simulate import corpus
 from service.simulate.login import (
     PATIENT_SCOPE,
@@ -76,11 +77,17 @@ class Cast:
     # (professional, patient id) pairs the server refused (403): a professional works in
     # the records open to them, as in real life; each refusal was counted when it happened.
     refused: set[tuple[str, str]] = field(default_factory=set)
+    # FHIR id -> idNat_PS of the patient's attending doctor (Patient.generalPractitioner).
+    attending: dict[str, str] = field(default_factory=dict)
 
-    def pick(self, rng: random.Random) -> tuple[Token, corpus.Professional, str,
-                                                corpus.Identity]:
+    def pick(self, rng: random.Random, reading: bool = False
+             ) -> tuple[Token, corpus.Professional, str, corpus.Identity]:
         """A professional and a patient whose record did not refuse them yet (anyone, once
-        every pair was refused: the errors then show it)."""
+        every pair was refused: the errors then show it). When the filing is followed by
+        reads, the attending doctor files: anyone may feed a record, but only those the
+        patient authorised read it (a stranger's reads would all be refused)."""
+        if reading and (treated := self._treated()):
+            return rng.choice(treated)
         token, author = rng.choice(self.professionals)
         open_to_them = [p for p in self.patients if (token.subject, p[0]) not in self.refused]
         if not open_to_them:
@@ -92,6 +99,12 @@ class Cast:
                                 if (token.subject, p[0]) not in self.refused]
         patient_id, identity = rng.choice(open_to_them or self.patients)
         return token, author, patient_id, identity
+
+    def _treated(self) -> list[tuple[Token, corpus.Professional, str, corpus.Identity]]:
+        doctors = {author.idnat: (token, author) for token, author in self.professionals}
+        return [(*doctors[idnat], patient_id, identity) for patient_id, identity in self.patients
+                if (idnat := self.attending.get(patient_id)) in doctors
+                and (doctors[idnat][0].subject, patient_id) not in self.refused]
 
 
 class Tickets:
@@ -168,7 +181,8 @@ async def _worker(index: int, plan: Plan, http: httpx.AsyncClient, provider: Pro
     rng = random.Random(plan.seed * 1000 + index)
     fhir = f"{plan.base}/fhir"
     while await tickets.take():
-        token, author, patient_id, identity = cast.pick(rng)
+        token, author, patient_id, identity = cast.pick(
+            rng, reading=bool(plan.searches or plan.reads))
         token = await provider.fresh(token)
         bundle, size = corpus.submission(rng, patient_id, identity, author,
                                          corpus.pick_kind_for(rng, author, identity),
@@ -231,7 +245,11 @@ async def _cast(plan: Plan, http: httpx.AsyncClient, provider: Provider,
         raise SetupError("no patient with an INS to file for: seed some first (carnet seed "
                          "--demo, or carnet bulk-load --patients N --documents-per-patient 1 "
                          "on the server's machine)")
-    cast = Cast(professionals, patients)
+    cast = Cast(professionals, patients, attending={
+        entry["resource"]["id"]: gp["identifier"]["value"]
+        for entry in found.json().get("entry") or []
+        for gp in entry["resource"].get("generalPractitioner", [])[:1]
+        if gp.get("identifier", {}).get("system") == IDNAT_PS})
     if plan.patient_reads:
         by_nir = {identity.nir: patient_id for patient_id, identity in patients}
         for subject in [s for s in subjects if s.startswith("ins:")]:
