@@ -10,6 +10,7 @@ markers of docs/RELIABILITY.md. A partial run never touches the document.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -63,7 +64,8 @@ def rewrite_report(counts: Mapping[str, int], report: Path = REPORT) -> bool:
         return False
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    report.write_text(f"{head}{BEGIN}\n{table(counts)}\n{END}{tail}")
+    stamp = f"Counted by the green run of {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC."
+    report.write_text(f"{head}{BEGIN}\n{stamp}\n\n{table(counts)}\n{END}{tail}")
     return True
 
 
