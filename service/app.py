@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -32,6 +32,7 @@ from service.ops.observe import ObservedRequests
 from service.ops.routes import router as ops_router
 from service.portal.install import install_portal, running_portal
 from service.settings import Settings
+from storage import oauth
 from storage.blobs import open_blob_store
 from storage.db import Database
 
@@ -99,7 +100,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                                else httpx.AsyncClient(timeout=5.0))
     app.state.token_verifier = token_verifier(settings, app.state.issuer_client)
     app.state.authenticator = Authenticator(app.state.token_verifier,
-                                            ttl=settings.token_cache_seconds)
+                                            ttl=settings.token_cache_seconds,
+                                            revoked=revocation_list(app))
 
     return app
 
@@ -153,6 +155,18 @@ def idp_config(settings: Settings, keys: KeyStore) -> IdpConfig:
                      secure_cookies=settings.local_url.startswith("https://"),
                      token_rate_limit=settings.rate_limit_token,
                      login_rate_limit=settings.rate_limit_login)
+
+
+def revocation_list(app: FastAPI) -> Callable[[str], Awaitable[bool]]:
+    """Whether an access token's jti was revoked (a portal logout) at an issuer sharing
+    this database: the embedded provider, or ``carnet idp`` in the same deployment."""
+
+    async def revoked(jti: str) -> bool:
+        database: Database = app.state.database
+        async with database.read() as conn:
+            return await oauth.access_token_revoked(conn, jti)
+
+    return revoked
 
 
 def token_verifier(settings: Settings, client: httpx.AsyncClient) -> TokenVerifier:

@@ -1,4 +1,5 @@
-"""The identity provider's state: registered clients, authorization codes, refresh tokens.
+"""The identity provider's state: registered clients, authorization codes, refresh tokens,
+and the access tokens revoked before their ``exp`` (by ``jti``).
 
 Kept in the database, not in process memory, so that any API process (or a
 separate ``carnet idp``) can redeem a code another one issued. Codes and
@@ -13,12 +14,23 @@ import hashlib
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import BigInteger, Boolean, Column, Index, String, Text, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    String,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from storage.tables import table_of
-from storage.upsert import put_row
+from storage.upsert import conflict_insert, put_row
 
 
 class OAuthClientRow(SQLModel, table=True):
@@ -172,6 +184,33 @@ async def revoke_refresh_token(conn: AsyncConnection, token: str, client_id: str
         REFRESH_TOKENS.c.client_id == client_id))).first()
     if row is not None:
         await revoke_family(conn, row[0])
+
+
+class RevokedAccessTokenRow(SQLModel, table=True):
+    """An access token revoked before it expires (a logout): the resource server refuses its
+    ``jti`` until ``expires_at`` (epoch seconds), after which the row is pruned."""
+
+    __tablename__ = "revoked_access_token"
+
+    jti: str = Field(sa_column=Column(String(64), primary_key=True))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+REVOKED_ACCESS_TOKENS = table_of(RevokedAccessTokenRow)
+
+
+async def revoke_access_token(conn: AsyncConnection, jti: str, expires_at: int,
+                              now: int) -> None:
+    """Refuse ``jti`` from now on; rows of tokens expired anyway are pruned on the way."""
+    await conn.execute(delete(REVOKED_ACCESS_TOKENS)
+                       .where(REVOKED_ACCESS_TOKENS.c.expires_at < now))
+    await conn.execute(conflict_insert(conn, REVOKED_ACCESS_TOKENS)
+                       .values(jti=jti, expires_at=expires_at).on_conflict_do_nothing())
+
+
+async def access_token_revoked(conn: AsyncConnection, jti: str) -> bool:
+    return (await conn.execute(select(REVOKED_ACCESS_TOKENS.c.jti)
+                               .where(REVOKED_ACCESS_TOKENS.c.jti == jti))).first() is not None
 
 
 async def revoke_family(conn: AsyncConnection, family: str) -> None:

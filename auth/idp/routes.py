@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import secrets
+import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from auth.bearer import Authenticator
 from auth.idp import grants
 from auth.idp.authorize import (
     PARAMETERS,
@@ -277,12 +279,34 @@ async def revoke(request: Request) -> Response:
     try:
         form = await _form(request)
         client_id, secret = _client_credentials(request, form)
+        token = form.get("token", "")
         async with _database(request).write() as conn:
             client = await grants.authenticate_client(conn, client_id, secret)
-            await oauth.revoke_refresh_token(conn, form.get("token", ""), client.client_id)
+            if token.count(".") == 2:  # a JWT: one of our access tokens, whatever the hint
+                await _revoke_access_token(request, conn, token, client.client_id)
+            else:
+                await oauth.revoke_refresh_token(conn, token, client.client_id)
     except OAuthError as exc:
         return _oauth_error(exc)
     return Response(status_code=200, headers=_NO_STORE)
+
+
+async def _revoke_access_token(request: Request, conn: AsyncConnection, token: str,
+                               client_id: str) -> None:
+    """RFC 7009 for an access token issued to this client: its jti is refused until its exp
+    by every resource server reading this database. A token that is not ours, already
+    expired or issued to another client is answered 200 all the same, and left alone."""
+    try:
+        claims = await _local_verifier(request).verify(token)
+    except InvalidToken:
+        return
+    if claims.get("client_id") != client_id:
+        return
+    await oauth.revoke_access_token(conn, str(claims["jti"]), int(claims["exp"]),
+                                    int(time.time()))
+    resource_server: Authenticator | None = getattr(request.app.state, "authenticator", None)
+    if resource_server is not None:  # the API in this process (the embedded provider)
+        resource_server.forget(token)
 
 
 def _local_verifier(request: Request) -> TokenVerifier:

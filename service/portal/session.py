@@ -216,20 +216,21 @@ class PortalAuth:
         return _session(found, tokens["access_token"])
 
     async def logout(self, key: str | None) -> None:
-        """End the session here and revoke its refresh token at the issuer."""
+        """End the session here and revoke its tokens at the issuer: the refresh token, and
+        the access token (refused by jti until its exp)."""
         async with self._db.write() as conn:
             found = await portal.find(conn, key, _micros()) if key else None
             if found is not None:
                 await portal.end(conn, found.key_hash)
         if found is not None:
             await self._revoke(found.refresh_token)
+            await self._revoke(found.access_token, "access_token")
 
-    async def _revoke(self, refresh_token: str | None) -> None:
+    async def _revoke(self, token: str | None, hint: str = "refresh_token") -> None:
         """Best effort: the session is gone here whatever the issuer answers."""
-        if refresh_token:
+        if token:
             with contextlib.suppress(IssuerUnavailable):
-                await self._issuer_post("revoke", {"token": refresh_token,
-                                                   "token_type_hint": "refresh_token"})
+                await self._issuer_post("revoke", {"token": token, "token_type_hint": hint})
 
     async def _is_patient(self, access_token: str) -> bool:
         """The same verification as the API's: a professional's e-CPS has no place here."""

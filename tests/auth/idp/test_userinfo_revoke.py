@@ -7,11 +7,16 @@ import uuid
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from storage.db import Database
 from storage.directory import PROFESSIONALS
-from storage.oauth import OAuthClient
+from storage.oauth import (
+    REVOKED_ACCESS_TOKENS,
+    OAuthClient,
+    access_token_revoked,
+    revoke_access_token,
+)
 from tests.auth.idp.conftest import OTHER_AUTH
 from tests.auth.idp.flow import (
     CLIENT_ID,
@@ -157,3 +162,53 @@ async def test_revocation_needs_the_client_to_authenticate(
     assert response.status_code == 401
     assert error_of(response) == "invalid_client"
     assert (await refresh(anonymous, body["refresh_token"])).status_code == 200
+
+
+async def test_a_revoked_access_token_is_refused_at_once_by_the_api(
+        anonymous: httpx.AsyncClient, database: Database) -> None:
+    body = await tokens_for(anonymous, DOCTOR)
+    token = body["access_token"]
+    assert (await anonymous.get("/fhir/metadata")).status_code == 200
+    before = await anonymous.get("/fhir/Patient", headers=bearer(token))
+    assert before.status_code == 200  # verified, and remembered by this process
+    revoked = await anonymous.post("/idp/revoke", auth=DEMO_AUTH, data={
+        "token": token, "token_type_hint": "access_token"})
+    assert revoked.status_code == 200
+    after = await anonymous.get("/fhir/Patient", headers=bearer(token))
+    assert after.status_code == 401
+    assert "the token was revoked" in after.headers["www-authenticate"]
+    async with database.read() as conn:
+        assert len((await conn.execute(select(REVOKED_ACCESS_TOKENS))).all()) == 1
+    # The refresh token of the same login is not touched by revoking the access token.
+    assert (await refresh(anonymous, body["refresh_token"])).status_code == 200
+
+
+async def test_another_client_cannot_revoke_an_access_token(
+        anonymous: httpx.AsyncClient, other_client: OAuthClient, database: Database) -> None:
+    token = (await tokens_for(anonymous, DOCTOR))["access_token"]
+    response = await anonymous.post("/idp/revoke", data={"token": token}, auth=OTHER_AUTH)
+    assert response.status_code == 200  # RFC 7009: no hint whether the token existed
+    assert (await anonymous.get("/fhir/Patient", headers=bearer(token))).status_code == 200
+    async with database.read() as conn:
+        assert (await conn.execute(select(REVOKED_ACCESS_TOKENS))).all() == []
+
+
+@pytest.mark.parametrize("token", ["a.b.c", "eyJhbGciOiJub25lIn0.e30.", "x" * 5000])
+async def test_revoking_a_jwt_that_is_not_ours_succeeds_quietly(
+        anonymous: httpx.AsyncClient, database: Database, token: str) -> None:
+    response = await anonymous.post("/idp/revoke", data={"token": token}, auth=DEMO_AUTH)
+    assert response.status_code == 200
+    async with database.read() as conn:
+        assert (await conn.execute(select(REVOKED_ACCESS_TOKENS))).all() == []
+
+
+async def test_revocations_of_expired_tokens_are_pruned(database: Database) -> None:
+    now = int(time.time())
+    async with database.write() as conn:
+        await revoke_access_token(conn, "old", now - 10, now - 100)
+        await revoke_access_token(conn, "live", now + 600, now)
+        await revoke_access_token(conn, "live", now + 600, now)  # twice: one row
+    async with database.read() as conn:
+        assert await access_token_revoked(conn, "live")
+        assert not await access_token_revoked(conn, "old")
+        assert len((await conn.execute(select(REVOKED_ACCESS_TOKENS))).all()) == 1
