@@ -335,10 +335,12 @@ async def userinfo(request: Request) -> Response:
         return _invalid_token(exc.reason)
     subject = (f"ps:{claims['SubjectNameID'][1:]}" if "SubjectNameID" in claims
                else f"ins:{claims['ins']['value']}" if "ins" in claims else None)
+    async with _database(request).read() as conn:
+        if await oauth.access_token_revoked(conn, str(claims["jti"])):
+            return _invalid_token("the token was revoked")
+        identity = await subject_claims(conn, subject) if subject is not None else None
     if subject is None:
         return JSONResponse({"sub": claims["sub"]}, headers=_NO_STORE)
-    async with _database(request).read() as conn:
-        identity = await subject_claims(conn, subject)
     if identity is None:
         return _invalid_token("unknown user")
     return JSONResponse(identity, headers=_NO_STORE)

@@ -177,6 +177,7 @@ async def test_a_revoked_access_token_is_refused_at_once_by_the_api(
     after = await anonymous.get("/fhir/Patient", headers=bearer(token))
     assert after.status_code == 401
     assert "the token was revoked" in after.headers["www-authenticate"]
+    assert_invalid_token(await anonymous.get("/idp/userinfo", headers=bearer(token)))
     async with database.read() as conn:
         assert len((await conn.execute(select(REVOKED_ACCESS_TOKENS))).all()) == 1
     # The refresh token of the same login is not touched by revoking the access token.
