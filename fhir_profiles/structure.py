@@ -110,6 +110,21 @@ def check_tree(data: Any) -> None:
                 stack.append((value, depth + 1))
 
 
+def parameter_list(resource: dict[str, Any], operation: str) -> list[Any]:
+    """The ``parameter`` array of the Parameters an operation takes ($ins-lookup, $summary,
+    a FHIRPath Patch), after the checks every resource gets (``check_tree``): these bodies
+    are read as they come, not through the model."""
+    if resource.get("resourceType") != "Parameters":
+        raise ValidationFailed([Issue(f"{operation} takes a Parameters resource",
+                                      expression=["resourceType"])], "structure")
+    check_tree(resource)
+    listed = resource.get("parameter") or []
+    if not isinstance(listed, list):
+        raise ValidationFailed([Issue("Parameters.parameter must be an array",
+                                      expression=["Parameters.parameter"])], "structure")
+    return listed
+
+
 def _refused(diagnostics: str, code: str = "value") -> ValidationFailed:
     return ValidationFailed([Issue(diagnostics, code=code)], "structure")
 

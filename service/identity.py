@@ -22,6 +22,7 @@ from fhir_profiles.ins import (
     traits_match,
     traits_of,
 )
+from fhir_profiles.structure import parameter_list
 from service.errors import BadRequest, NotFound, Unprocessable
 from storage import directory
 from storage.directory import InsIdentity
@@ -71,10 +72,7 @@ def _differing_traits(given: InsTraits | None, reference: InsTraits) -> list[str
     return differing or ["birth place or list of birth first names"]
 
 
-def _parameter(parameters: dict[str, Any], name: str) -> Any:
-    listed = parameters.get("parameter") or []
-    if not isinstance(listed, list):
-        raise BadRequest("Parameters.parameter must be an array", expression="Parameters")
+def _parameter(listed: list[Any], name: str) -> Any:
     found = [p for p in listed if isinstance(p, dict) and p.get("name") == name]
     if len(found) > 1:
         raise BadRequest(f"parameter {name!r} is repeated", expression=f"Parameters.{name}")
@@ -86,13 +84,12 @@ def _parameter(parameters: dict[str, Any], name: str) -> Any:
 
 async def ins_lookup(conn: AsyncConnection, parameters: dict[str, Any]) -> dict[str, Any]:
     """The INSi mock: ``ins`` (an Identifier) or traits in, the identity as a Patient out."""
-    if parameters.get("resourceType") != "Parameters":
-        raise BadRequest("$ins-lookup takes a Parameters resource", expression="resourceType")
-    ins = _parameter(parameters, "ins")
+    listed = parameter_list(parameters, "$ins-lookup")
+    ins = _parameter(listed, "ins")
     if ins is not None:
         identity = await _by_ins(conn, ins)
     else:
-        identity = await _by_traits(conn, parameters)
+        identity = await _by_traits(conn, listed)
     patient = patient_with_ins(identity.system, identity.nir, directory_traits(identity),
                                INSI_STATUS)
     return {"resourceType": "Parameters", "parameter": [
@@ -112,11 +109,10 @@ async def _by_ins(conn: AsyncConnection, ins: Any) -> InsIdentity:
     return identity
 
 
-async def _by_traits(conn: AsyncConnection, parameters: dict[str, Any]) -> InsIdentity:
+async def _by_traits(conn: AsyncConnection, parameters: list[Any]) -> InsIdentity:
     names = ("family", "given", "gender", "birthDate")
     values = {name: _parameter(parameters, name) for name in (*names, "birthPlace")}
-    missing = [n for n in names if not isinstance(values[n], str) or not values[n]
-               or "\x00" in values[n]]  # PostgreSQL cannot bind NUL: not a trait either
+    missing = [n for n in names if not isinstance(values[n], str) or not values[n]]
     if missing:
         raise BadRequest(f"$ins-lookup needs ins, or the traits family, given, gender and "
                          f"birthDate (missing: {', '.join(missing)})",

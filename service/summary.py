@@ -52,7 +52,7 @@ class Summary:
 def identifier_of(value: str | None) -> tuple[str, str]:
     """``system|value`` (the patient's INS) from a query or a Parameters body."""
     system, bar, code = (value or "").partition("|")
-    if not bar or not system or not code or "\x00" in code + system:  # no NUL in SQL
+    if not bar or not system or not code:
         raise BadRequest("identifier must be system|value, e.g. the patient's INS "
                          "urn:oid:1.2.250.1.213.1.4.8|<NIR>", expression="identifier")
     return system, code

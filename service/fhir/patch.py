@@ -24,7 +24,7 @@ import jsonpatch
 import orjson
 from jsonpointer import JsonPointerException
 
-from fhir_profiles.structure import check_tree
+from fhir_profiles.structure import check_tree, parameter_list
 from service.errors import BadRequest, Conflict, Unprocessable, UnsupportedMediaType
 from service.fhir.http import json_object
 
@@ -112,13 +112,8 @@ def _locate(resource: dict[str, Any], steps: list[tuple[str, int | None]],
 
 def fhirpath_patch(parameters: dict[str, Any], resource_type: str) -> Patch:
     """A FHIRPath Patch (a Parameters of ``operation`` parts) for ``resource_type``."""
-    if parameters.get("resourceType") != "Parameters":
-        raise BadRequest("a FHIRPath Patch is a Parameters resource")
-    check_tree(parameters)
+    listed = parameter_list(parameters, "a FHIRPath Patch")
     operations: list[tuple[str, list[tuple[str, int | None]], str, str | None, Any]] = []
-    listed = parameters.get("parameter") or []
-    if not isinstance(listed, list):
-        raise BadRequest("a FHIRPath Patch's Parameters.parameter must be an array")
     for i, parameter in enumerate(listed):
         if not isinstance(parameter, dict) or parameter.get("name") != "operation":
             raise BadRequest(f"FHIRPath Patch parameter {i} must be named operation")

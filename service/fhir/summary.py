@@ -7,6 +7,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from auth.policy import Interaction
+from fhir_profiles.structure import parameter_list
 from service import summary as summaries
 from service.access import Access, audited, authorize
 from service.deps import AccessDep, BlobStoreDep, DatabaseDep, SettingsDep
@@ -64,14 +65,7 @@ async def summary_by_identifier(request: Request, settings: SettingsDep, db: Dat
     persist = _flag(request.query_params.get("persist"), "persist")
     if request.method == "POST":
         parameters = await read_json_resource(request, settings.max_body_bytes)
-        if parameters.get("resourceType") != "Parameters":
-            raise BadRequest("POST Patient/$summary takes a Parameters resource",
-                             expression="Parameters")
-        listed = parameters.get("parameter") or []
-        if not isinstance(listed, list):
-            raise BadRequest("Parameters.parameter must be an array",
-                             expression="Parameters.parameter")
-        for parameter in listed:
+        for parameter in parameter_list(parameters, "POST Patient/$summary"):
             if not isinstance(parameter, dict):
                 continue
             if parameter.get("name") == "identifier":
