@@ -176,5 +176,6 @@ def build_dispatcher(settings: Settings, database: Database,
                     # one send is bounded by the timeout: a lease of three is never
                     # taken from a live dispatcher, and a dead one's comes back soon
                     lease_seconds=max(1.0, 3 * settings.webhook_timeout_seconds),
-                    poll_seconds=settings.dispatcher_poll_seconds)
+                    poll_seconds=settings.dispatcher_poll_seconds,
+                    concurrency=settings.dispatcher_concurrency)
     return Dispatcher(database, senders, channels.targets, policy, name=name), channels

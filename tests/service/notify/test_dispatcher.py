@@ -9,8 +9,10 @@ from collections import Counter
 import pytest
 
 from service.fhir.http import now_micros
+from service.notify.channels import build_dispatcher
 from service.notify.dispatcher import Dispatcher, Policy, retry_at
 from service.notify.errors import DeliveryFailed
+from service.settings import Settings
 from storage import outbox
 from storage.db import Database
 from storage.outbox import Channel, Delivery, Event, Status
@@ -67,6 +69,41 @@ async def test_each_event_reaches_each_target_once(database: Database) -> None:
     assert sorted(channel.calls.values()) == [1] * 5
     assert {d.status for d in await all_deliveries(database)} == {"done"}
     assert await dispatcher(database, channel).run_once() == 0  # nothing left to do
+
+
+class Crowd(Recorder):
+    """A channel that notes how many sends are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__(pause=0.02)
+        self.in_flight = 0
+        self.most = 0
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await super().__call__(delivery)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_pass_keeps_its_sends_within_the_concurrency_bound(database: Database) -> None:
+    """A batch of 200 used to start 200 sends at once, each inbox one with its own
+    connection: the pool overflowed and opened a connection per send."""
+    await add_events(database, 30)
+    channel = Crowd()
+    bounded = Policy(max_attempts=3, backoff_seconds=0.05, poll_seconds=0.05, concurrency=4)
+    assert await dispatcher(database, channel, bounded).run_once() == 30
+    assert sorted(channel.delivered) == sorted(channel.calls)
+    assert len(channel.delivered) == 30
+    assert channel.most == 4  # bounded, and the bound is used
+
+
+async def test_the_concurrency_bound_comes_from_the_settings(database: Database) -> None:
+    running, channels = build_dispatcher(Settings(dispatcher_concurrency=3), database)
+    await channels.close()
+    assert running.policy.concurrency == 3
 
 
 async def test_an_event_exists_only_if_its_cause_commits(database: Database) -> None:
