@@ -38,6 +38,7 @@ from service.ops.observe import request_id_of, route_of
 from storage.errors import (
     BlobStoreUnavailable,
     BlobTooLarge,
+    DatabaseBusy,
     DuplicateResource,
     InvalidSearch,
     ResourceGone,
@@ -144,6 +145,10 @@ def from_storage_error(exc: StorageError) -> FhirError:
         log.error("blob store unavailable: %s", exc)
         return ServiceUnavailable("the document store is unavailable; retry later",
                                   headers={"Retry-After": "5"})
+    if isinstance(exc, DatabaseBusy):
+        log.warning("database busy: %s", exc)
+        return ServiceUnavailable("the server is overloaded and did nothing with this "
+                                  "request; retry later", headers={"Retry-After": "5"})
     return FhirError(str(exc))
 
 

@@ -11,15 +11,18 @@ pool instead of failing with "database is locked" half-way through.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from storage.errors import DatabaseBusy
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_KEY = 7_270_001  # any constant shared by every Carnet process
@@ -48,17 +51,18 @@ def _sqlite_engine(url: str, begin: str, **kwargs: Any) -> AsyncEngine:
 class Database:
     """The database behind one Carnet process: SQLite or PostgreSQL."""
 
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, pool_timeout: float = 30.0) -> None:
         self.url = url
+        self.pool_timeout = pool_timeout
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            self._reader = _sqlite_engine(url, "BEGIN")
+            self._reader = _sqlite_engine(url, "BEGIN", pool_timeout=pool_timeout)
             self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=1, max_overflow=0,
-                                          pool_timeout=60)
+                                          pool_timeout=2 * pool_timeout)
             self._query = self._reader
         elif self.dialect == "postgresql":
             # Searches and writes plan every statement for its values: the search SQL is one
@@ -70,7 +74,7 @@ class Database:
             readers = max(1, pool_size // 4)
             self._writer = create_async_engine(
                 url, pool_size=max(1, pool_size - readers),
-                max_overflow=max(1, pool_size - readers),
+                max_overflow=max(1, pool_size - readers), pool_timeout=pool_timeout,
                 connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
             # Reads need no BEGIN/COMMIT round trips: one statement, autocommit.
             self._query = self._writer.execution_options(isolation_level="AUTOCOMMIT")
@@ -83,7 +87,7 @@ class Database:
             # PostgreSQL connections a second; p99 43 -> 29 ms without them). Nothing may
             # ask for a second reader while holding one.
             self._reader = create_async_engine(
-                url, pool_size=readers, max_overflow=0,
+                url, pool_size=readers, max_overflow=0, pool_timeout=pool_timeout,
                 connect_args={"server_settings": {"plan_cache_mode": "auto"}},
             ).execution_options(isolation_level="AUTOCOMMIT")
         else:
@@ -107,19 +111,21 @@ class Database:
 
     @asynccontextmanager
     async def _reading(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-        if self.dialect == "postgresql":
-            # Autocommit: there is no transaction to begin or commit, so skip
-            # SQLAlchemy's begin()/commit() calls (a greenlet switch each).
-            async with engine.connect() as conn:
+        with _busy_after_timeout():
+            if self.dialect == "postgresql":
+                # Autocommit: there is no transaction to begin or commit, so skip
+                # SQLAlchemy's begin()/commit() calls (a greenlet switch each).
+                async with engine.connect() as conn:
+                    yield conn
+                return
+            async with engine.begin() as conn:
                 yield conn
-            return
-        async with engine.begin() as conn:
-            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer.begin() as conn:
-            yield conn
+        with _busy_after_timeout():
+            async with self._writer.begin() as conn:
+                yield conn
 
     async def migrate(self) -> None:
         """Bring the schema to the latest revision; safe with several processes starting."""
@@ -150,6 +156,15 @@ class Database:
     async def dispose(self) -> None:
         await self._writer.dispose()
         await self._reader.dispose()
+
+
+@contextmanager
+def _busy_after_timeout() -> Iterator[None]:
+    """A pool that gave no connection within its timeout is an overload, not a bug."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise DatabaseBusy("no database connection came free in time") from exc
 
 
 def _alembic_config(connection: Connection) -> Any:

@@ -11,7 +11,8 @@ in a single place (``service.errors``), so storage stays free of HTTP.
     ├── InvalidSearch         a search parameter or value cannot be understood
     ├── BlobNotFound          no blob under that content address
     ├── BlobTooLarge          an upload went past its size limit
-    └── BlobStoreUnavailable  the object store failed or could not be reached
+    ├── BlobStoreUnavailable  the object store failed or could not be reached
+    └── DatabaseBusy          no database connection came free in time
 """
 
 from __future__ import annotations
@@ -63,3 +64,8 @@ class BlobTooLarge(StorageError):
 
 class BlobStoreUnavailable(StorageError):
     """The object store failed or could not be reached (not a missing blob)."""
+
+
+class DatabaseBusy(StorageError):
+    """Every connection of the process's pool stayed taken for the pool's whole timeout:
+    the server is overloaded, and the request did nothing."""
