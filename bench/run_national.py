@@ -407,7 +407,7 @@ def harness_iti65(args: argparse.Namespace, server: Server) -> tuple[Measure, di
         raise BenchError(f"the harness could not start: {exc}") from exc
     # The harness runs in this process: its CPU (log-ins, document generation, HTTP) is
     # the "wrk" share of the CPU note.
-    cpu = cpu_use(before, cpu_snapshot(), server.proc.pid, run_notify.own_cpu() - own_before,
+    cpu = cpu_use(before, cpu_snapshot(), server.groups, run_notify.own_cpu() - own_before,
                   time.monotonic() - started)
     summary = report.summary()
     stats = report.operations["iti65"]

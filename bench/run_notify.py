@@ -41,6 +41,7 @@ import os
 import random
 import resource
 import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -50,7 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from core import WORK, BenchError, Config
+from core import ROOT, WORK, BenchError, Config
 from core.bearer import mint_professional_token
 from core.cpu import CpuUse, cpu_snapshot, cpu_use
 from core.database import admin, count_resources, create_database, machine_facts
@@ -60,7 +61,15 @@ from core.main import (
     add_common_options,
     bench_main,
 )
-from core.server import CARNET_DATA, Server, free_port, log_problems, start_carnet
+from core.server import (
+    CARNET_DATA,
+    Server,
+    carnet_command,
+    carnet_env,
+    free_port,
+    log_problems,
+    start_carnet,
+)
 
 from fhir_profiles.subscriptions import DOCUMENT_TOPIC, document_subscription
 
@@ -101,6 +110,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loaders", type=int, default=4, help="concurrent clients loading Patients")
     p.add_argument("--subscribers", type=int, default=8,
                    help="concurrent clients creating the Subscriptions")
+    p.add_argument("--dispatcher", choices=("embedded", "process"), default="embedded",
+                   help="embedded: the dispatcher runs in each `carnet serve` worker (the "
+                        "default deployment); process: one `carnet dispatcher` process of its "
+                        "own beside `carnet serve` with CARNET_DISPATCHER_ENABLED=false (the "
+                        "production layout of docker-compose.yml), counted as server CPU")
     p.add_argument("--max-connections", type=int, default=1000,
                    help="HTTP connections the ITI-65 client may open (in-flight Bundles never "
                         "wait for a connection below this)")
@@ -460,7 +474,7 @@ async def file_open_loop(args: argparse.Namespace, server: Server, tokens: list[
     cpu = None
     if cpu_before is not None:
         snapshot, reaped_before = await cpu_before
-        cpu = cpu_use(snapshot, cpu_snapshot(), server.proc.pid, own_cpu() - own_before,
+        cpu = cpu_use(snapshot, cpu_snapshot(), server.groups, own_cpu() - own_before,
                       end - start)
         # Backends that exited during the run (pool overflow connections closed) are not in
         # the end snapshot: their CPU is in the postmaster's reaped-children time.
@@ -580,7 +594,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hooks = WebhookReceiver()
     try:
         db_url = create_database(args)
-        extra_env = {"CARNET_SMTP_URL": mail.url, "CARNET_DISPATCHER_ENABLED": "true"}
+        embedded = args.dispatcher == "embedded"
+        extra_env = {"CARNET_SMTP_URL": mail.url,
+                     "CARNET_DISPATCHER_ENABLED": "true" if embedded else "false"}
         info["inherited_env"] = {k: v for k, v in os.environ.items()
                                  if k.startswith(("CARNET_DISPATCHER_", "CARNET_WEBHOOK_",
                                                   "CARNET_MAIL_"))}
@@ -588,6 +604,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"receivers: SMTP {mail.url}, webhook {hooks.url}\nstarting carnet serve "
               f"({config.label()}) on database {args.db_name}", flush=True)
         server = start_carnet(args, config, db_url, extra_env=extra_env)
+        if not embedded:
+            server.companions.append(start_dispatcher(
+                server, carnet_env(config, db_url, server.port, extra_env)))
         info["priority"] = raise_priority()
         try:
             info.update(measure(args, server, db_url, mail, hooks, secret))
@@ -598,6 +617,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mail.close()
         hooks.close()
     return info
+
+
+def start_dispatcher(server: Server, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``carnet dispatcher`` with the server's settings (``env``, but its own), in a process
+    group of its own: a companion of the server (``Server.groups``, ``Server.stop``)."""
+    with open(WORK / "carnet-dispatcher.log", "wb") as log_file:  # the child keeps its own
+        return subprocess.Popen([*carnet_command(), "dispatcher"], cwd=ROOT,
+                                env={**env, "CARNET_DISPATCHER_ENABLED": "true"},
+                                stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def measure(args: argparse.Namespace, server: Server, db_url: str, mail: MailReceiver,
@@ -821,9 +850,12 @@ def section(args: argparse.Namespace, info: dict[str, Any], fig: dict[str, Any],
         f"{info['priority']}")
     inherited = ", ".join(f"{k}={v}" for k, v in sorted(info["inherited_env"].items()))
     lines.append(
-        f"- Server: `carnet serve --workers {args.workers}`, outbox dispatcher embedded in "
-        f"each worker (`CARNET_DISPATCHER_ENABLED=true`, woken by `NOTIFY`), "
-        f"`CARNET_SMTP_URL={info['smtp_url']}`"
+        f"- Server: `carnet serve --workers {args.workers}`, "
+        + ("outbox dispatcher embedded in each worker (`CARNET_DISPATCHER_ENABLED=true`, "
+           "woken by `NOTIFY`), " if args.dispatcher == "embedded" else
+           "`CARNET_DISPATCHER_ENABLED=false`, and one `carnet dispatcher` process of its own "
+           "(woken by `NOTIFY`; its CPU is in the server's figure), ")
+        + f"`CARNET_SMTP_URL={info['smtp_url']}`"
         + (f"; inherited from the environment: {inherited}" if inherited else
            "; other dispatcher settings at their defaults"))
     lines.append(

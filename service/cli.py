@@ -309,7 +309,11 @@ def dispatcher(once: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> int:
-        db = Database(settings.effective_database_url, pool_size=4)
+        # Room for every send in flight (an inbox one writes on its own connection) and the
+        # pass's own transactions, within the pool proper: an overflow connection is closed
+        # as soon as it is given back.
+        db = Database(settings.effective_database_url,
+                      pool_size=2 * settings.dispatcher_concurrency)
         running, channels = build_dispatcher(settings, db, name="dispatcher")
         try:
             await db.migrate()

@@ -52,8 +52,8 @@ class CpuUse:
 
 
 def cpu_use(before: tuple[float, dict[int, tuple[str, int, float, float]]],
-             after: tuple[float, dict[int, tuple[str, int, float, float]]], server_group: int,
-             wrk_cpu: float, seconds: float) -> CpuUse:
+             after: tuple[float, dict[int, tuple[str, int, float, float]]],
+             server_groups: tuple[int, ...], wrk_cpu: float, seconds: float) -> CpuUse:
     def delta(select: Any, wait: bool = False) -> float:
         total = 0.0
         for pid, (name, group, cpu, waited) in after[1].items():
@@ -65,7 +65,7 @@ def cpu_use(before: tuple[float, dict[int, tuple[str, int, float, float]]],
     def is_postgres(name: str, _group: int) -> bool:
         return name.startswith("postgres")
 
-    server = delta(lambda _n, g: g == server_group)
+    server = delta(lambda _n, g: g in server_groups)
     postgres = delta(is_postgres)
     postgres_wait = delta(is_postgres, wait=True)
     other = max(0.0, after[0] - before[0] - server - wrk_cpu - postgres)

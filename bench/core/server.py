@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,14 @@ class Server:
     log_path: Path
     log_file: Any
     token: str | None = None  # bearer token every request carries (None: the floor app)
+    # Processes that are part of the server (a `carnet dispatcher` beside `carnet serve`),
+    # each in its own process group: their CPU is the server's, and they stop with it.
+    companions: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """The process groups whose CPU is the server's."""
+        return (self.proc.pid, *(c.pid for c in self.companions))
 
     @property
     def url(self) -> str:
@@ -60,16 +68,19 @@ class Server:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        """SIGINT the process group this script created (uvicorn shuts down gracefully)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGINT)
+        """SIGINT the process groups this script created (uvicorn and `carnet dispatcher`
+        shut down gracefully)."""
+        for proc in (self.proc, *self.companions):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+        for proc in (self.proc, *self.companions):
             try:
-                self.proc.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
         self.log_file.close()
 
 
@@ -111,12 +122,10 @@ def carnet_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "service.cli"]
 
 
-def start_carnet(args: argparse.Namespace, config: Config, db_url: str,
-                 extra_env: dict[str, str] | None = None) -> Server:
-    """``carnet serve`` on a free port, ready and with the operator app's token checked.
-    ``extra_env``: further settings for this run only (e.g. ``CARNET_SMTP_URL``), applied
-    last so that they win over the environment and the defaults above."""
-    port = free_port()
+def carnet_env(config: Config, db_url: str, port: int,
+               extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the benchmark's Carnet processes (``carnet serve`` and any
+    ``carnet dispatcher`` beside it)."""
     # CARNET_HOST/PORT: what `carnet serve --host --port` sets, so an --app-factory app built
     # from Settings() has the same issuer (http://127.0.0.1:<port>/idp).
     env = {**os.environ, "CARNET_DATABASE_URL": db_url, "CARNET_LOG_LEVEL": "info",
@@ -130,6 +139,16 @@ def start_carnet(args: argparse.Namespace, config: Config, db_url: str,
     if config.pool_size is not None:
         env["CARNET_DB_POOL_SIZE"] = str(config.pool_size)
     env.update(extra_env or {})
+    return env
+
+
+def start_carnet(args: argparse.Namespace, config: Config, db_url: str,
+                 extra_env: dict[str, str] | None = None) -> Server:
+    """``carnet serve`` on a free port, ready and with the operator app's token checked.
+    ``extra_env``: further settings for this run only (e.g. ``CARNET_SMTP_URL``), applied
+    last so that they win over the environment and the defaults above."""
+    port = free_port()
+    env = carnet_env(config, db_url, port, extra_env)
     cmd = [*carnet_command(), "serve", "--workers", str(config.workers), "--host", "127.0.0.1",
            "--port", str(port)]
     if args.app_factory:

@@ -89,7 +89,7 @@ def run_wrk(args: argparse.Namespace, name: str, server: Server, script: str,
         spread = connection_spread(server)
         text, _ = proc.communicate()
     after, wrk_cpu = cpu_snapshot(), children_cpu() - children_before  # wrk is reaped
-    use = cpu_use(before, after, server.proc.pid, wrk_cpu, time.monotonic() - started)
+    use = cpu_use(before, after, server.groups, wrk_cpu, time.monotonic() - started)
     (WORK / f"wrk-{name}.txt").write_text(shlex.join(cmd) + "\n\n" + text)
     line = next((ln for ln in text.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
