@@ -309,11 +309,10 @@ def dispatcher(once: bool) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> int:
-        # Room for every send in flight (an inbox one writes on its own connection) and the
-        # pass's own transactions, within the pool proper: an overflow connection is closed
-        # as soon as it is given back.
+        # Room for the inbox writes in flight and the pass's own transactions within the
+        # pool proper: an overflow connection is closed as soon as it is given back.
         db = Database(settings.effective_database_url,
-                      pool_size=2 * settings.dispatcher_concurrency)
+                      pool_size=max(8, 2 * settings.dispatcher_inbox_writes))
         running, channels = build_dispatcher(settings, db, name="dispatcher")
         try:
             await db.migrate()

@@ -126,10 +126,10 @@ class Settings(BaseSettings):
     dispatcher_backoff_seconds: float = Field(default=2.0, ge=0.01, le=3600,
                                               description="Delay before the first retry, "
                                                           "doubled after each failed attempt.")
-    dispatcher_concurrency: int = Field(default=8, ge=1, le=200,
-                                        description="Deliveries one dispatcher sends at "
-                                                    "once (each inbox one holds a database "
-                                                    "connection while it writes).")
+    dispatcher_inbox_writes: int = Field(default=4, ge=1, le=100,
+                                         description="Inbox notifications one process writes "
+                                                     "at once (each on a database connection "
+                                                     "of its own).")
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
                                            description="How long one notification (an app's "
                                                        "endpoint, the SMTP server) may take.")

@@ -6,6 +6,7 @@ Subscription's endpoint) so that nothing but ids waits in the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -91,6 +92,11 @@ class Channels:
         self._database = database
         self._smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
         self._http = httpx.AsyncClient(follow_redirects=False)
+        # A pass sends all its deliveries at once (a slow endpoint must not hold back the
+        # others), but an inbox one writes on a connection of its own: 200 at once overflowed
+        # the pool, and SQLAlchemy opened and closed a PostgreSQL connection for each write
+        # beyond it (backend start, asyncpg's type introspection).
+        self._inbox_writes = asyncio.Semaphore(settings.dispatcher_inbox_writes)
         self._operators = frozenset(app_actor(c) for c in settings.operator_clients)
         self.fhir_base = f"{settings.public_url or settings.local_url}/fhir"
 
@@ -104,7 +110,7 @@ class Channels:
     async def inbox(self, delivery: Delivery) -> None:
         event = delivery.event
         try:
-            async with self._database.write() as conn:
+            async with self._inbox_writes, self._database.write() as conn:
                 await interactions.create(conn, inbox_notice(event), access=Access.of_carnet(),
                                           resource_id=notification_id(event))
         except DuplicateResource:
@@ -176,6 +182,5 @@ def build_dispatcher(settings: Settings, database: Database,
                     # one send is bounded by the timeout: a lease of three is never
                     # taken from a live dispatcher, and a dead one's comes back soon
                     lease_seconds=max(1.0, 3 * settings.webhook_timeout_seconds),
-                    poll_seconds=settings.dispatcher_poll_seconds,
-                    concurrency=settings.dispatcher_concurrency)
+                    poll_seconds=settings.dispatcher_poll_seconds)
     return Dispatcher(database, senders, channels.targets, policy, name=name), channels

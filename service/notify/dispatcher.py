@@ -54,11 +54,6 @@ class Policy:
     lease_seconds: float = 60.0  # longer than any one send may take
     poll_seconds: float = 1.0
     batch: int = 200
-    # Sends in flight at once. Each inbox delivery writes in its own transaction: 200 at
-    # once overflowed the connection pool, and every overflow connection was opened and
-    # closed again (a PostgreSQL backend started, asyncpg's type introspection run) for
-    # one short write.
-    concurrency: int = 8
 
 
 def retry_at(policy: Policy, attempts_before: int, now: int) -> int | None:
@@ -119,13 +114,7 @@ class Dispatcher:
                                             self.policy.batch)
         if not leased:
             return 0
-        slots = asyncio.Semaphore(self.policy.concurrency)
-
-        async def attempt(delivery: Delivery) -> tuple[Delivery, str | None, bool]:
-            async with slots:
-                return await self._attempt(delivery)
-
-        outcomes = await asyncio.gather(*(attempt(d) for d in leased))
+        outcomes = await asyncio.gather(*(self._attempt(d) for d in leased))
         now = now_micros()
         async with self._database.write() as conn:
             statuses = [await outbox.record_attempt(

@@ -64,7 +64,7 @@ def test_notification_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.smtp_url is None
     assert settings.mail_from == "Carnet <no-reply@carnet.localhost>"
     assert settings.dispatcher_enabled is True
-    assert settings.dispatcher_concurrency == 8
+    assert settings.dispatcher_inbox_writes == 4
     assert (settings.dispatcher_poll_seconds, settings.dispatcher_max_attempts,
             settings.dispatcher_backoff_seconds, settings.webhook_timeout_seconds) == (
         1.0, 8, 2.0, 10.0)
@@ -101,8 +101,8 @@ def test_a_bad_smtp_url_fails_at_start(value: str, why: str,
     ("CARNET_DISPATCHER_MAX_ATTEMPTS", "101"),
     ("CARNET_DISPATCHER_BACKOFF_SECONDS", "0.001"),
     ("CARNET_DISPATCHER_BACKOFF_SECONDS", "3601"),
-    ("CARNET_DISPATCHER_CONCURRENCY", "0"),
-    ("CARNET_DISPATCHER_CONCURRENCY", "201"),
+    ("CARNET_DISPATCHER_INBOX_WRITES", "0"),
+    ("CARNET_DISPATCHER_INBOX_WRITES", "101"),
     ("CARNET_WEBHOOK_TIMEOUT_SECONDS", "0"),
     ("CARNET_DISPATCHER_ENABLED", "sometimes"),
 ])
@@ -117,11 +117,11 @@ def test_bad_dispatcher_settings_are_refused(variable: str, value: str,
 def test_the_dispatcher_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARNET_DISPATCHER_ENABLED", "false")
     monkeypatch.setenv("CARNET_DISPATCHER_BACKOFF_SECONDS", "0.5")
-    monkeypatch.setenv("CARNET_DISPATCHER_CONCURRENCY", "3")
+    monkeypatch.setenv("CARNET_DISPATCHER_INBOX_WRITES", "3")
     settings = Settings()
     assert settings.dispatcher_enabled is False
     assert settings.dispatcher_backoff_seconds == 0.5
-    assert settings.dispatcher_concurrency == 3
+    assert settings.dispatcher_inbox_writes == 3
 
 
 @pytest.mark.parametrize("value", ["Carnet", "no-reply", "Carnet <>"])

@@ -5,11 +5,14 @@ receiver of conftest.py stand for the world outside."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhir_profiles.subscriptions import document_subscription
 from service.documents.samples import document_bundle
@@ -207,3 +210,42 @@ async def test_an_app_is_told_only_of_what_happens_after_it_subscribed(
     await dispatcher.run_once()
     assert [bundle["entry"][1]["fullUrl"].rsplit("/", 1)[1]
             for _, bundle in webhook_receiver.received] == [later["id"]]
+
+
+class CountingWrites(Database):
+    """The test's database, noting how many write transactions are asked for at once."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, pool_size=10)
+        self.asking = 0
+        self.most = 0
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        self.asking += 1
+        self.most = max(self.most, self.asking)
+        try:
+            async with super().write() as conn:
+                yield conn
+        finally:
+            self.asking -= 1
+
+
+async def test_inbox_notices_are_written_a_few_at_a_time(
+        client: httpx.AsyncClient, anonymous: httpx.AsyncClient, tokens: Tokens,
+        patient_id: str, settings: Settings, database: Database) -> None:
+    """A pass sends its whole batch at once, but each inbox notice is a write on a
+    connection of its own: 200 at once overflowed the pool (a PostgreSQL connection opened
+    and closed per write beyond it)."""
+    for _ in range(6):
+        await file_document(client, patient_id)
+    counting = CountingWrites(database.url)
+    running, channels = build_dispatcher(
+        settings.model_copy(update={"smtp_url": None, "dispatcher_inbox_writes": 2}), counting)
+    try:
+        assert await running.run_once() == 6
+    finally:
+        await channels.close()
+        await counting.dispose()
+    assert len(await inbox(anonymous, tokens, patient_id)) == 6
+    assert counting.most == 2  # bounded, and the bound is used
