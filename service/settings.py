@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     dispatcher_backoff_seconds: float = Field(default=2.0, ge=0.01, le=3600,
                                               description="Delay before the first retry, "
                                                           "doubled after each failed attempt.")
-    dispatcher_inbox_writes: int = Field(default=4, ge=1, le=100,
+    dispatcher_inbox_writes: int = Field(default=8, ge=1, le=100,
                                          description="Inbox notifications one process writes "
                                                      "at once (each on a database connection "
                                                      "of its own).")

@@ -64,7 +64,7 @@ def test_notification_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.smtp_url is None
     assert settings.mail_from == "Carnet <no-reply@carnet.localhost>"
     assert settings.dispatcher_enabled is True
-    assert settings.dispatcher_inbox_writes == 4
+    assert settings.dispatcher_inbox_writes == 8
     assert (settings.dispatcher_poll_seconds, settings.dispatcher_max_attempts,
             settings.dispatcher_backoff_seconds, settings.webhook_timeout_seconds) == (
         1.0, 8, 2.0, 10.0)
