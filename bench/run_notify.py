@@ -604,11 +604,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"receivers: SMTP {mail.url}, webhook {hooks.url}\nstarting carnet serve "
               f"({config.label()}) on database {args.db_name}", flush=True)
         server = start_carnet(args, config, db_url, extra_env=extra_env)
-        if not embedded:
-            server.companions.append(start_dispatcher(
-                server, carnet_env(config, db_url, server.port, extra_env)))
-        info["priority"] = raise_priority()
         try:
+            if not embedded:
+                server.companions.append(start_dispatcher(
+                    server, carnet_env(config, db_url, server.port, extra_env)))
+            info["priority"] = raise_priority()
             info.update(measure(args, server, db_url, mail, hooks, secret))
             info["server_log_errors"] = log_problems(server)
         finally:
