@@ -53,7 +53,6 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 20, pool_timeout: float = 30.0) -> None:
         self.url = url
-        self.pool_timeout = pool_timeout
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
