@@ -596,7 +596,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         db_url = create_database(args)
         embedded = args.dispatcher == "embedded"
         extra_env = {"CARNET_SMTP_URL": mail.url,
-                     "CARNET_DISPATCHER_ENABLED": "true" if embedded else "false"}
+                     "CARNET_DISPATCHER_ENABLED": "true" if embedded else "false",
+                     # the receivers listen on loopback, which apps may not name by default
+                     "CARNET_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]'}
         info["inherited_env"] = {k: v for k, v in os.environ.items()
                                  if k.startswith(("CARNET_DISPATCHER_", "CARNET_WEBHOOK_",
                                                   "CARNET_MAIL_"))}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.notify.email import parse_smtp_url
@@ -130,6 +130,12 @@ class Settings(BaseSettings):
                                          description="Inbox notifications one process writes "
                                                      "at once (each on a database connection "
                                                      "of its own).")
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Non-public networks (loopback, private, link-local...) an app's "
+                    "Subscription endpoint may be in, as a JSON list of CIDRs; public "
+                    "addresses are always allowed. Default: none (no request forgery into "
+                    "the operator's network).")
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
                                            description="How long one notification (an app's "
                                                        "endpoint, the SMTP server) may take.")

@@ -123,9 +123,11 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, keys_dir: Path) -> Settings:
+    # The tests' webhook receivers listen on loopback, which apps may not name by default.
     return Settings(data_dir=tmp_path, keys_dir=keys_dir, default_page_size=20,
                     max_page_size=100, max_body_bytes=1024 * 1024,
-                    operator_clients=[OPERATOR_APP])
+                    operator_clients=[OPERATOR_APP],
+                    webhook_allowed_networks=["127.0.0.0/8", "::1/128"])
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,6 +20,7 @@ from service.access import Access
 from service.fhir import interactions
 from service.fhir.http import fhir_instant, now_micros
 from service.notify import events
+from service.notify.destinations import guarded_client
 from service.notify.dispatcher import Dispatcher, Policy
 from service.notify.email import notice, parse_smtp_url, send_email
 from service.notify.errors import DeliveryFailed
@@ -91,7 +91,7 @@ class Channels:
         self._settings = settings
         self._database = database
         self._smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        self._http = guarded_client(settings.webhook_allowed_networks)
         # A pass sends all its deliveries at once (a slow endpoint must not hold back the
         # others), but an inbox one writes on a connection of its own: 200 at once overflowed
         # the pool, and SQLAlchemy opened and closed a PostgreSQL connection for each write

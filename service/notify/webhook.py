@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
+from service.notify.destinations import RefusedDestination
 from service.notify.errors import DeliveryFailed
 
 FHIR_JSON = "application/fhir+json"
@@ -44,6 +45,8 @@ async def post_notification(client: httpx.AsyncClient, endpoint: str, headers: S
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # will never work
         raise DeliveryFailed(f"the endpoint is not a usable URL ({type(exc).__name__})",
                              permanent=True) from exc
+    except RefusedDestination as exc:
+        raise DeliveryFailed(str(exc), permanent=True) from exc
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise DeliveryFailed(f"timed out ({type(exc).__name__})") from exc
     except httpx.HTTPError as exc:  # refused, reset, DNS, TLS, protocol errors

@@ -37,7 +37,7 @@ def server_env(database: Database, tmp_path: Path, smtp: SmtpServer,
     return {"CARNET_DATABASE_URL": database.url, "CARNET_DATA_DIR": str(tmp_path),
             "CARNET_OPERATOR_CLIENTS": '["demo-app"]', "CARNET_SMTP_URL": smtp.url,
             "CARNET_DISPATCHER_POLL_SECONDS": "0.2", "CARNET_DISPATCHER_BACKOFF_SECONDS": "0.2",
-            **extra}
+            "CARNET_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]', **extra}
 
 
 def carnet(env: dict[str, str], base: str, *args: str) -> str:

@@ -212,6 +212,28 @@ async def test_an_app_is_told_only_of_what_happens_after_it_subscribed(
             for _, bundle in webhook_receiver.received] == [later["id"]]
 
 
+async def test_an_endpoint_in_the_operators_network_is_never_called(
+        client: httpx.AsyncClient, anonymous: httpx.AsyncClient, tokens: Tokens,
+        patient_id: str, settings: Settings, database: Database,
+        webhook_receiver: WebhookReceiver) -> None:
+    """Without CARNET_WEBHOOK_ALLOWED_NETWORKS naming loopback, an app's endpoint there is a
+    request forgery: refused for good, and the operators see why."""
+    await give_consent(client, patient_id, "app", "permit", apps=(GRANTED_APP,))
+    await subscribe(anonymous, tokens, patient_id, webhook_receiver.url)
+    await file_document(client, patient_id)
+    running, channels = build_dispatcher(
+        settings.model_copy(update={"webhook_allowed_networks": []}), database)
+    try:
+        await running.run_once()
+    finally:
+        await channels.close()
+    assert webhook_receiver.received == []
+    found = await client.get("/notifications/deliveries", params={"status": "failed"})
+    [failed] = found.json()["deliveries"]
+    assert failed["channel"] == "webhook" and failed["attempts"] == 1
+    assert "not a public address" in failed["last_error"]
+
+
 class CountingWrites(Database):
     """The test's database, noting how many write transactions are asked for at once."""
 
