@@ -16,11 +16,14 @@ outside every middleware, takes the same headers through ``security_headers_of``
 
 from __future__ import annotations
 
+import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_profiles.outcome import Issue, operation_outcome
 from service.settings import Settings
 
 PORTAL = "/portal"
@@ -75,11 +78,28 @@ CORS_EXPOSED_HEADERS = ["ETag", "Location", "Content-Location", "Last-Modified",
                         "Content-Range", "Accept-Ranges", "X-Request-ID", "Retry-After"]
 
 
+class FhirCors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as every other refusal: an
+    OperationOutcome, not the text "Disallowed CORS origin"."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code < 400:
+            return answer
+        refused = bytes(answer.body).decode().removeprefix("Disallowed CORS ")
+        outcome = operation_outcome([Issue(f"CORS preflight refused: this {refused} is not "
+                                           "allowed (CARNET_CORS_ORIGINS)", "forbidden")])
+        headers = {k: v for k, v in answer.headers.items()
+                   if k.lower() not in ("content-type", "content-length")}
+        return Response(orjson.dumps(outcome), status_code=answer.status_code,
+                        media_type="application/fhir+json", headers=headers)
+
+
 def install_edge(app: Starlette, settings: Settings) -> None:
     """CORS for the configured origins only (none: no CORS header at all), inside the
     security headers, so that a preflight's answer carries them too."""
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+        app.add_middleware(FhirCors, allow_origins=settings.cors_origins,
                            allow_methods=CORS_METHODS, allow_headers=CORS_REQUEST_HEADERS,
                            expose_headers=CORS_EXPOSED_HEADERS, allow_credentials=False,
                            max_age=600)

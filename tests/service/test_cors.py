@@ -86,6 +86,10 @@ async def test_another_origin_gets_no_cors_header_and_its_preflight_is_refused(
                                                                 **PREFLIGHT})
     assert preflight.status_code == 400
     assert "access-control-allow-origin" not in preflight.headers
+    assert preflight.headers["content-type"] == "application/fhir+json"
+    [issue] = preflight.json()["issue"]
+    assert issue["code"] == "forbidden" and "origin" in issue["diagnostics"]
+    assert preflight.headers["x-content-type-options"] == "nosniff"
     prefixed = await cors.get("/fhir/metadata", headers={"Origin": APP_ORIGIN + ".evil.com"})
     assert "access-control-allow-origin" not in prefixed.headers
     figures.add("access.cors_checks", 3)
