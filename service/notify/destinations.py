@@ -55,7 +55,10 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                           local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None,
                           ) -> httpcore.AsyncNetworkStream:
-        found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            found = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:  # as httpcore's own backend says it: a connection that failed
+            raise httpcore.ConnectError(f"{host} could not be resolved ({exc})") from exc
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         for text in addresses:  # every address the name has, not only the first tried
             address = ipaddress.ip_address(text.partition("%")[0])
@@ -76,7 +79,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
     async def connect_unix_socket(self, path: str,
                                   timeout: float | None = None,  # noqa: ASYNC109 - httpcore's
                                   socket_options: Iterable[Any] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
+                                  ) -> httpcore.AsyncNetworkStream:
         raise RefusedDestination("a notification goes to an http(s) URL, not a socket")
 
     async def sleep(self, seconds: float) -> None:

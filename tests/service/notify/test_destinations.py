@@ -51,6 +51,19 @@ async def test_a_loopback_endpoint_is_refused_for_good_and_never_reached(
     assert webhook_receiver.received == []
 
 
+async def test_a_name_that_does_not_resolve_is_tried_again_later() -> None:
+    """DNS may be down for a while: a temporary failure, as before the guard."""
+    client = guarded_client([])
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            await post_notification(client, "https://app.carnet.invalid/notify", [], BUNDLE,
+                                    timeout=5)
+    finally:
+        await client.aclose()
+    assert not failed.value.permanent
+    assert "could not reach the endpoint" in failed.value.reason
+
+
 async def test_an_allowed_network_is_reached(webhook_receiver: WebhookReceiver) -> None:
     client = guarded_client(LOOPBACK)
     try:
