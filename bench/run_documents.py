@@ -53,6 +53,7 @@ from core.main import (
     add_common_options,
     add_phases_option,
     bench_main,
+    check_database_name,
     chosen_phases,
 )
 from core.report import measure_notes, ratio, verdict
@@ -103,8 +104,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--connections must be >= --threads (wrk needs a connection per thread)")
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
         p.error("this benchmark only talks to a loopback PostgreSQL")
-    if not args.db_name.startswith("carnet_bench"):
-        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+    check_database_name(p, args)
     args.app_factory = None  # core.server.start_carnet: always `carnet serve` here
     return args
 

@@ -60,6 +60,7 @@ from core.load import post_resources
 from core.main import (
     add_common_options,
     bench_main,
+    check_database_name,
 )
 from core.server import (
     CARNET_DATA,
@@ -133,8 +134,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--profile is not supported here (the figure is a latency across processes)")
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
         p.error("this benchmark only talks to a loopback PostgreSQL")
-    if not args.db_name.startswith("carnet_bench"):
-        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+    check_database_name(p, args)
     args.app_factory = None  # core.server.start_carnet: always `carnet serve` here
     args.warm_count = round(args.rate * args.warmup)
     args.run_count = round(args.rate * args.duration)

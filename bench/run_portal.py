@@ -46,6 +46,7 @@ from core.main import (
     add_common_options,
     add_phases_option,
     bench_main,
+    check_database_name,
     chosen_phases,
 )
 from core.report import measure_notes
@@ -84,8 +85,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add_phases_option(p, [k for k, _ in FIGURES])
     add_common_options(p, "carnet_bench_portal")
     args = p.parse_args(argv)
-    if not args.db_name.startswith("carnet_bench"):
-        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+    check_database_name(p, args)
     if not 1 <= args.patients <= 200:
         p.error("--patients: 1 to 200 (the provider's login page lists 200 identities)")
     if args.documents_per_patient < PAGE_SIZE or args.messages_per_patient < PAGE_SIZE:

@@ -32,7 +32,7 @@ from typing import Any
 import run_national
 from core import BenchError, Config
 from core.database import create_database, machine_facts, vacuum_analyze
-from core.main import add_common_options, bench_main
+from core.main import add_common_options, bench_main, check_database_name
 from core.server import Server, log_problems, start_carnet
 
 from service.simulate.report import OPERATIONS
@@ -78,8 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="largest accepted memory growth from the second window to the last")
     add_common_options(p, "carnet_bench_soak")
     args = p.parse_args(argv)
-    if not args.db_name.startswith("carnet_bench"):
-        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+    check_database_name(p, args)
     if args.window <= 0 or args.minutes * 60 < 2 * args.window:
         p.error("--minutes must cover at least two --window readings")
     # What run_national.bulk_stage reads from its own options.

@@ -35,6 +35,7 @@ from core.load import post_bundles, post_resources
 from core.main import (
     add_common_options,
     bench_main,
+    check_database_name,
 )
 from core.report import measure_notes, verdict
 from core.server import CARNET_DATA, Server, log_problems, start_carnet
@@ -61,8 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--loaders", type=int, default=4, help="concurrent loading clients")
     add_common_options(p, "carnet_bench_summary")
     args = p.parse_args(argv)
-    if not args.db_name.startswith("carnet_bench"):
-        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+    check_database_name(p, args)
     if not 1 <= args.patients <= 1000:
         p.error("--patients: 1 to 1000 (doctor 0 attends patients 0 to 999)")
     args.app_factory = None

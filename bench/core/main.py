@@ -41,6 +41,12 @@ def add_common_options(p: argparse.ArgumentParser, db_name: str) -> None:
                         "it afterwards; drop it by hand, or the next run replaces it)")
 
 
+def check_database_name(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The script drops its database at the end: only one of the benchmark's own names."""
+    if not args.db_name.startswith("carnet_bench"):
+        p.error("--db-name must start with carnet_bench (it is dropped at the end)")
+
+
 def add_phases_option(p: argparse.ArgumentParser, phases: Sequence[str]) -> None:
     p.add_argument("--only", default=",".join(phases),
                    help=f"comma-separated subset of {','.join(phases)}")
